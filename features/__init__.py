@@ -1,0 +1,1 @@
+"""Streaming features: member-events to Feast's online store (Redis)."""

@@ -1,0 +1,156 @@
+"""The ``feedrank`` command: infrastructure, services, training, feeds and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from feedrank.settings import get_settings
+
+
+def _infra(args: argparse.Namespace) -> int:
+    from feedrank import infra
+
+    s = get_settings()
+    try:
+        if args.action == "up":
+            comps = infra.up(s)
+            from services.kafka_io import ensure_topics
+
+            ensure_topics(s)
+        elif args.action == "down":
+            stopped = infra.down(s)
+            print("stopped: " + (", ".join(stopped) or "nothing was running"))
+            return 0
+        else:
+            comps = infra.status(s)
+    except infra.InfraError as err:
+        print(f"feedrank infra {args.action}: {err}", file=sys.stderr)
+        return 1
+    for c in comps:
+        print(c.line())
+    return 0 if all(c.reachable for c in comps) else 1
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from services.runtime import setup_logging, stop_event
+
+    s = get_settings()
+    name: str = args.service
+    setup_logging(name)
+    if name == "features":
+        from features.app import main
+
+        sys.argv = [sys.argv[0]]  # faust's worker parses argv itself
+        main()
+        return 0
+    stop = stop_event()
+    if name == "mixer":
+        from services.mixer_service import MixerService
+
+        MixerService(s).run(stop)
+    elif name.startswith("fpr-") or name == "fpr":
+        from services.fpr_service import build_service
+
+        fpr = args.name if name == "fpr" else name.removeprefix("fpr-")
+        if not fpr:
+            print("feedrank serve fpr needs --name", file=sys.stderr)
+            return 2
+        build_service(s, fpr).run(stop)
+    elif name == "traffic":
+        from services.traffic import TrafficGenerator
+        from services.traffic_service import publish_traffic
+
+        n = publish_traffic(s, TrafficGenerator(n_members=args.members, sessions=args.sessions, seed=args.seed),
+                            rate=args.rate)
+        print(f"sent {n} events")
+    else:
+        print(f"unknown service {name!r}: features, mixer, fpr-NAME, traffic", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _feed(args: argparse.Namespace) -> int:
+    from services.feed_client import FeedClient, FeedTimeout
+
+    client = FeedClient(get_settings())
+    try:
+        feed = client.feed(args.member_id, args.size, timeout_s=args.timeout)
+    except FeedTimeout as err:
+        print(f"feedrank feed: {err}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    if args.json:
+        print(feed.model_dump_json(indent=2))
+    else:
+        from services.demo import show
+
+        show(feed)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from services.traffic import TrafficGenerator
+    from services.train_spr import train_spr
+
+    version, metrics = train_spr(get_settings(), TrafficGenerator(n_members=args.members, sessions=args.sessions,
+                                                                  seed=args.seed))
+    print(json.dumps({"version": version, "holdout": metrics}, indent=2))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from services.demo import run_demo
+
+    run_demo(get_settings(), members=args.members, sessions=args.sessions, feeds=args.feeds)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="feedrank", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    infra = sub.add_parser("infra", help="local Kafka and Redis")
+    infra.add_argument("action", choices=["up", "down", "status"])
+    infra.set_defaults(func=_infra)
+
+    serve = sub.add_parser("serve", help="run one service: features, mixer, fpr-NAME, traffic")
+    serve.add_argument("service")
+    serve.add_argument("--name", help="FPR name, with 'serve fpr'")
+    serve.add_argument("--members", type=int, default=300)
+    serve.add_argument("--sessions", type=int, default=600)
+    serve.add_argument("--seed", type=int, default=7)
+    serve.add_argument("--rate", type=float, default=None, help="traffic: events per second")
+    serve.set_defaults(func=_serve)
+
+    feed = sub.add_parser("feed", help="request a member's feed and print it")
+    feed.add_argument("member_id")
+    feed.add_argument("--json", action="store_true")
+    feed.add_argument("--size", type=int, default=None)
+    feed.add_argument("--timeout", type=float, default=15.0)
+    feed.set_defaults(func=_feed)
+
+    train = sub.add_parser("train", help="train a model")
+    train.add_argument("model", choices=["spr"])
+    train.add_argument("--members", type=int, default=300)
+    train.add_argument("--sessions", type=int, default=600)
+    train.add_argument("--seed", type=int, default=7)
+    train.set_defaults(func=_train)
+
+    demo = sub.add_parser("demo", help="everything end to end, printing a few ranked feeds")
+    demo.add_argument("--members", type=int, default=300)
+    demo.add_argument("--sessions", type=int, default=600)
+    demo.add_argument("--feeds", type=int, default=3)
+    demo.set_defaults(func=_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The one definition of every topic and message that crosses a process boundary.
+
+Messages are JSON on the wire and validated on the way in: a message that does not parse raises
+:class:`ContractError` with a reason a human can act on, and the consumer dead-letters it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from enum import StrEnum
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class Topic(StrEnum):
+    """Base topic names; the deployed name is ``settings.topic_prefix + name``."""
+
+    MEMBER_EVENTS = "member-events"
+    FEED_REQUESTS = "feed-requests"
+    FPR_CANDIDATES = "fpr-candidates"
+    RANKED_FEEDS = "ranked-feeds"
+    DEAD_LETTERS = "dead-letters"
+
+
+class ContractError(ValueError):
+    """A message that breaks its topic's contract; ``str(err)`` is the dead-letter reason."""
+
+
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+Score = Annotated[float, Field(ge=0.0, le=1.0)]
+# Event time may be simulated (the past), but not absurd: no earlier than 2000-01-01, no later than
+# a day ahead of the wall clock.
+_MIN_TS = 946_684_800.0
+_FUTURE_SLACK_S = 86_400.0
+
+
+def _check_timestamp(v: float) -> float:
+    if not math.isfinite(v):
+        raise ValueError("timestamp must be a finite number of epoch seconds")
+    if v < _MIN_TS:
+        raise ValueError(f"timestamp {v} is before 2000-01-01 (epoch seconds expected)")
+    if v > time.time() + _FUTURE_SLACK_S:
+        raise ValueError(f"timestamp {v} is more than a day in the future")
+    return v
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+class ItemType(StrEnum):
+    POST = "post"
+    JOB = "job"
+    COURSE = "course"
+    MEMBER = "member"
+
+
+class EventType(StrEnum):
+    MEMBER_JOINED = "member_joined"
+    CONNECTION_MADE = "connection_made"
+    FOLLOW = "follow"
+    BLOCK = "block"
+    POST_CREATED = "post_created"
+    JOB_POSTED = "job_posted"
+    COURSE_PUBLISHED = "course_published"
+    IMPRESSION = "impression"
+    CLICK = "click"
+    LIKE = "like"
+    COMMENT = "comment"
+    SHARE = "share"
+    APPLY = "apply"
+    ENROLL = "enroll"
+    CONNECT = "connect"
+    HIDE = "hide"
+
+
+CREATION_TYPES = {
+    EventType.POST_CREATED: ItemType.POST,
+    EventType.JOB_POSTED: ItemType.JOB,
+    EventType.COURSE_PUBLISHED: ItemType.COURSE,
+}
+# Edges between two actors: the other actor is the item (item_type=member).
+EDGE_TYPES = {EventType.CONNECTION_MADE, EventType.FOLLOW, EventType.BLOCK}
+# A member's response to an item shown in the feed; positive ones count as engagement.
+RESPONSE_TYPES = {
+    EventType.IMPRESSION,
+    EventType.CLICK,
+    EventType.LIKE,
+    EventType.COMMENT,
+    EventType.SHARE,
+    EventType.APPLY,
+    EventType.ENROLL,
+    EventType.CONNECT,
+    EventType.HIDE,
+}
+ENGAGEMENT_TYPES = RESPONSE_TYPES - {EventType.IMPRESSION, EventType.HIDE}
+
+AttributeValue = str | int | float | bool | list[str]
+
+
+class MemberEvent(Message):
+    """Member activity and content creation on ``member-events``, keyed by ``member_id``.
+
+    ``member_id`` is whoever acted: a member, or a company page (``co...``) posting a job.
+    ``item_actor_id`` is who created the item responded to, so that member-actor features need no join.
+    """
+
+    event_id: Id
+    event_type: EventType
+    member_id: Id
+    timestamp: float
+    item_id: Id | None = None
+    item_type: ItemType | None = None
+    item_actor_id: Id | None = None
+    attributes: dict[Annotated[str, Field(max_length=64)], AttributeValue] = Field(default_factory=dict)
+
+    _ts = field_validator("timestamp")(_check_timestamp)
+
+    @model_validator(mode="after")
+    def _fields_for_type(self) -> MemberEvent:
+        et = self.event_type
+        if et == EventType.MEMBER_JOINED:
+            if self.item_id is not None:
+                raise ValueError("member_joined takes no item_id")
+            return self
+        if self.item_id is None or self.item_type is None:
+            raise ValueError(f"{et.value} requires item_id and item_type")
+        if et in CREATION_TYPES and self.item_type != CREATION_TYPES[et]:
+            raise ValueError(f"{et.value} requires item_type={CREATION_TYPES[et].value}, got {self.item_type.value}")
+        if et in EDGE_TYPES:
+            if self.item_type != ItemType.MEMBER:
+                raise ValueError(f"{et.value} requires item_type=member (the other actor)")
+            if self.item_id == self.member_id:
+                raise ValueError(f"{et.value} of {self.member_id} with itself")
+        if et in RESPONSE_TYPES and self.item_actor_id is None:
+            raise ValueError(f"{et.value} requires item_actor_id (who created the item)")
+        return self
+
+
+class FeedRequest(Message):
+    """A member opened the feed; on ``feed-requests``, keyed by ``request_id``."""
+
+    request_id: Id
+    member_id: Id
+    requested_at: float
+    feed_size: int = Field(default=20, ge=1, le=200)
+
+    _ts = field_validator("requested_at")(_check_timestamp)
+
+    @staticmethod
+    def new(member_id: str, feed_size: int = 20) -> FeedRequest:
+        return FeedRequest(
+            request_id=uuid.uuid4().hex, member_id=member_id, requested_at=time.time(), feed_size=feed_size
+        )
+
+
+class Candidate(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    item_id: Id
+    item_type: ItemType
+    actor_id: Id
+    score: Score
+    features: dict[Annotated[str, Field(max_length=64)], float] = Field(default_factory=dict)
+
+
+class FprCandidates(Message):
+    """One FPR's top-k for one request; on ``fpr-candidates``, keyed by ``request_id``."""
+
+    request_id: Id
+    member_id: Id
+    source: Id
+    model_version: str = Field(max_length=128)
+    generated_at: float
+    candidates: list[Candidate] = Field(max_length=2000)
+
+
+class FeedItem(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    item_id: Id
+    item_type: ItemType
+    actor_id: Id
+    source: Id
+    score: Score
+    position: int = Field(ge=0)
+
+
+class RankedFeed(Message):
+    """The feed a member sees; on ``ranked-feeds``, keyed by ``member_id``."""
+
+    request_id: Id
+    member_id: Id
+    generated_at: float
+    items: list[FeedItem]
+    sources_answered: list[Id]
+    sources_missing: list[Id] = Field(default_factory=list)
+    model_version: str
+    timed_out: bool = False
+
+
+class DeadLetter(Message):
+    """A message some service could not accept, kept whole with why; on ``dead-letters``."""
+
+    service: str
+    source_topic: str
+    partition: int | None = None
+    offset: int | None = None
+    key: str | None = None
+    payload: str
+    payload_truncated: bool = False
+    reason: str
+    failed_at: float = Field(default_factory=time.time)
+    kind: Literal["dead-letter"] = "dead-letter"
+
+
+M = TypeVar("M", bound=Message)
+
+
+def parse(model: type[M], raw: bytes | str | None) -> M:
+    """Decode and validate one wire message, or raise ContractError naming what is wrong."""
+    if raw is None:
+        raise ContractError("empty message (no value)")
+    try:
+        data: Any = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ContractError(f"malformed JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ContractError(f"expected a JSON object for {model.__name__}, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or model.__name__}: {e['msg']}" for e in err.errors()[:5]
+        )
+        raise ContractError(f"invalid {model.__name__}: {problems}") from None
+
+
+def topic_name(topic: Topic, prefix: str = "") -> str:
+    return f"{prefix}{topic.value}"

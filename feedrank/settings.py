@@ -1,0 +1,149 @@
+"""Every runtime setting of feedrank, defined once.
+
+Values come from environment variables prefixed ``FEEDRANK_`` (e.g. ``FEEDRANK_KAFKA_BOOTSTRAP``),
+so one process tree (a test session, a container) can be pointed elsewhere without code changes.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FEEDRANK_", extra="ignore")
+
+    # Where local infrastructure, models and logs live (git-ignored).
+    state_dir: Path = REPO_ROOT / ".feedrank"
+    pipeline_config: Path = REPO_ROOT / "config" / "pipeline.toml"
+    # Override where models and service logs go (default: under state_dir), e.g. per test session.
+    models_path: Path | None = None
+    logs_path: Path | None = None
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_controller_port: int = 9093
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_heap: str = "512m"
+    topic_prefix: str = ""
+    topic_partitions: int = Field(default=4, ge=1)
+
+    # Redis (Feast online store)
+    redis_host: str = "127.0.0.1"
+    redis_port: int = 6379
+    redis_db: int = Field(default=0, ge=0)
+    redis_password: SecretStr | None = None
+    redis_ssl: bool = False
+
+    # Feast
+    feast_repo: Path = REPO_ROOT / "feature_repo"
+    feast_project: str = "feedrank"
+
+    # Feed assembly
+    feed_size: int = Field(default=20, ge=1)
+    gather_deadline_ms: int = Field(default=500, ge=1)
+    max_message_bytes: int = Field(default=1_000_000, ge=1024)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_is_topic_safe(cls, v: str) -> str:
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        if not set(v) <= allowed:
+            raise ValueError(f"FEEDRANK_TOPIC_PREFIX={v!r} may only hold letters, digits, '.', '_' and '-'")
+        return v
+
+    @field_validator("feast_project")
+    @classmethod
+    def _project_is_identifier(cls, v: str) -> str:
+        if not v.replace("_", "").isalnum():
+            raise ValueError(f"FEEDRANK_FEAST_PROJECT={v!r} must be letters, digits and '_' (Feast's rule)")
+        return v
+
+    # Derived locations -------------------------------------------------------------------------
+    @property
+    def kafka_dir(self) -> Path:
+        return self.state_dir / "kafka"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.state_dir / "redis"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.logs_path or self.state_dir / "logs"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.models_path or self.state_dir / "models"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.state_dir / "feast" / self.feast_project
+
+    @property
+    def kafka_port(self) -> int:
+        return int(self.kafka_bootstrap.rsplit(":", 1)[1])
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka settings shared by every producer, consumer and admin client."""
+        cfg: dict[str, str] = {
+            "bootstrap.servers": self.kafka_bootstrap,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            cfg["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username:
+            cfg["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password:
+            cfg["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_ssl_cafile:
+            cfg["ssl.ca.location"] = str(self.kafka_ssl_cafile)
+        return cfg
+
+    def redis_kwargs(self) -> dict[str, object]:
+        kw: dict[str, object] = {
+            "host": self.redis_host,
+            "port": self.redis_port,
+            "db": self.redis_db,
+            "ssl": self.redis_ssl,
+        }
+        if self.redis_password:
+            kw["password"] = self.redis_password.get_secret_value()
+        return kw
+
+    def feast_redis_connection_string(self) -> str:
+        """Feast's ``host:port,k=v`` format; built here so the password never sits in a file."""
+        parts = [f"{self.redis_host}:{self.redis_port}", f"db={self.redis_db}"]
+        if self.redis_ssl:
+            parts.append("ssl=true")
+        if self.redis_password:
+            parts.append(f"password={self.redis_password.get_secret_value()}")
+        return ",".join(parts)
+
+    def child_env(self) -> dict[str, str]:
+        """Environment for a child process so that it sees exactly these settings."""
+        env = dict(os.environ)
+        for name, value in self.model_dump().items():
+            key = f"FEEDRANK_{name.upper()}"
+            if value is None:
+                env.pop(key, None)
+            elif isinstance(value, SecretStr):
+                env[key] = value.get_secret_value()
+            else:
+                env[key] = str(value)
+        return env
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Courses FPR: courses that build on the member's skills."""

@@ -1,0 +1,1 @@
+"""Jobs FPR: job postings matched to the member's profile."""

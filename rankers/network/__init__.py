@@ -1,0 +1,1 @@
+"""Network activity (FollowFeed): recent posts of the member's connections and follows."""

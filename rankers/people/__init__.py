@@ -1,0 +1,1 @@
+"""People you may know: members two hops away in the connection graph."""

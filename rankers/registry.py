@@ -1,0 +1,108 @@
+"""Builds the configured FPRs and re-ranking rules from ``config/pipeline.toml``.
+
+The mixer only ever sees the names and objects this returns, so a new FPR or rule is configuration.
+"""
+
+from __future__ import annotations
+
+import importlib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from feedrank.contracts import ItemType
+from rankers.fpr import FirstPassRanker
+from rankers.rules.base import RerankRule
+
+
+class ConfigError(ValueError):
+    """The pipeline configuration is wrong; the message names the entry and key."""
+
+
+@dataclass(frozen=True)
+class FprSpec:
+    name: str
+    factory: str
+    serves: ItemType
+    k: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> FirstPassRanker:
+        fn = _resolve(self.factory, f"fprs.{self.name}.factory")
+        try:
+            return fn(name=self.name, k=self.k, **self.params)
+        except TypeError as err:
+            raise ConfigError(f"fprs.{self.name}: {err}") from None
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    rule: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> RerankRule:
+        cls = _resolve(self.rule, "rerank.rule")
+        try:
+            return cls(**self.params)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"rerank rule {self.rule}: {err}") from None
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    fprs: dict[str, FprSpec]
+    rules: list[RuleSpec]
+
+    @property
+    def fpr_names(self) -> list[str]:
+        return sorted(self.fprs)
+
+    def build_rules(self) -> list[RerankRule]:
+        return [r.build() for r in self.rules]
+
+
+def _resolve(ref: str, where: str) -> Any:
+    module, _, attr = ref.partition(":")
+    if not module or not attr:
+        raise ConfigError(f"{where}={ref!r} must look like 'package.module:callable'")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"{where}={ref!r} cannot be imported: {err}") from None
+
+
+def parse_config(data: dict[str, Any]) -> PipelineConfig:
+    fprs: dict[str, FprSpec] = {}
+    for name, table in (data.get("fprs") or {}).items():
+        table = dict(table)
+        try:
+            factory = table.pop("factory")
+            serves = ItemType(table.pop("serves"))
+        except KeyError as err:
+            raise ConfigError(f"fprs.{name} is missing {err.args[0]!r}") from None
+        except ValueError:
+            raise ConfigError(f"fprs.{name}.serves must be one of {[t.value for t in ItemType]}") from None
+        k = table.pop("k", 50)
+        if not isinstance(k, int) or k < 1:
+            raise ConfigError(f"fprs.{name}.k must be a positive integer, got {k!r}")
+        fprs[name] = FprSpec(name, factory, serves, k, table)
+    if not fprs:
+        raise ConfigError("pipeline config declares no [fprs.*] entry")
+    rules = []
+    for i, table in enumerate(data.get("rerank") or []):
+        table = dict(table)
+        if "rule" not in table:
+            raise ConfigError(f"rerank[{i}] is missing 'rule'")
+        rules.append(RuleSpec(table.pop("rule"), table))
+    return PipelineConfig(fprs, rules)
+
+
+def load_config(path: Path) -> PipelineConfig:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"pipeline config {path} does not exist") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"pipeline config {path}: {err}") from None
+    return parse_config(data)

@@ -1,0 +1,98 @@
+"""``feedrank demo``: infrastructure, a trained mixer, every service, traffic, and a few ranked feeds."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from rich.console import Console
+from rich.table import Table
+
+from features.store import apply_definitions
+from feedrank import infra
+from feedrank.contracts import RankedFeed
+from feedrank.settings import Settings
+from services.feed_client import FeedClient, FeedTimeout
+from services.kafka_io import ensure_topics
+from services.model_store import ModelNotFound, ModelStore
+from services.supervisor import Supervisor, pipeline_services
+from services.traffic import TrafficGenerator
+from services.traffic_service import publish_traffic
+from services.train_spr import train_spr
+
+console = Console()
+
+
+def prepare(settings: Settings, generator: TrafficGenerator, retrain: bool = False) -> None:
+    """Idempotent set-up shared by the demo and the tests: infra, topics, Feast registry, SPR model."""
+    for c in infra.up(settings):
+        console.print(f"[green]infra[/] {c.line()}")
+    ensure_topics(settings)
+    apply_definitions(settings)
+    try:
+        if retrain:
+            raise ModelNotFound
+        ModelStore(settings.model_dir).load("spr")
+    except ModelNotFound:
+        with console.status("training the second-pass model"):
+            version, metrics = train_spr(settings, generator)
+        console.print(f"[green]spr[/] trained {version}: held-out AUC {metrics['auc']:.3f}, "
+                      f"O/E {metrics['o_over_e']:.2f} on {int(metrics['rows_test'])} rows")
+
+
+def wait_for_full_feed(client: FeedClient, member_id: str, expected: set[str], timeout_s: float) -> RankedFeed:
+    """Request until every FPR answers: services take a while to start and catch up on the network."""
+    deadline = time.monotonic() + timeout_s
+    last: RankedFeed | None = None
+    while time.monotonic() < deadline:
+        try:
+            last = client.feed(member_id, timeout_s=10)
+        except FeedTimeout:
+            continue
+        if set(last.sources_answered) >= expected and {i.source for i in last.items} >= expected:
+            return last
+        time.sleep(1.0)
+    raise TimeoutError(f"no feed with items from all of {sorted(expected)} within {timeout_s:.0f}s; "
+                       f"last: {last.sources_answered if last else 'none'}")
+
+
+def show(feed: RankedFeed) -> None:
+    table = Table(title=f"feed for {feed.member_id}  (request {feed.request_id[:8]}, {feed.model_version})")
+    for col in ("pos", "item", "type", "source", "actor", "pCTR"):
+        table.add_column(col, justify="right" if col in ("pos", "pCTR") else "left")
+    for it in feed.items:
+        table.add_row(str(it.position), it.item_id, it.item_type.value, it.source, it.actor_id, f"{it.score:.3f}")
+    console.print(table)
+    mix = Counter(i.source for i in feed.items)
+    console.print(f"sources: {dict(mix)}; answered {feed.sources_answered}, missing {feed.sources_missing}\n")
+
+
+def run_demo(settings: Settings, members: int = 300, sessions: int = 600, feeds: int = 3) -> list[RankedFeed]:
+    generator = TrafficGenerator(n_members=members, sessions=sessions, seed=7)
+    prepare(settings, generator)
+    expected = {n.removeprefix("fpr-") for n in pipeline_services(settings) if n.startswith("fpr-")}
+    with Supervisor(settings) as sup:
+        started = sup.start_all()
+        console.print(f"[green]services[/] started: {', '.join(started)} (logs in {settings.log_dir})")
+        sent = publish_traffic(settings, generator)
+        console.print(f"[green]traffic[/] {sent} events sent to member-events")
+        client = FeedClient(settings)
+        shown: list[RankedFeed] = []
+        try:
+            # Members with connections and posts around them show every inventory.
+            for member_id in [f"m{i}" for i in range(members)][: max(feeds * 4, feeds)]:
+                if len(shown) == feeds:
+                    break
+                if dead := sup.dead():
+                    raise RuntimeError(f"services exited: {dead}; see {settings.log_dir}")
+                try:
+                    feed = wait_for_full_feed(client, member_id, expected, timeout_s=120 if not shown else 15)
+                except TimeoutError:
+                    continue
+                show(feed)
+                shown.append(feed)
+        finally:
+            client.close()
+        if not shown:
+            raise RuntimeError(f"no feed with all of {sorted(expected)}; see logs in {settings.log_dir}")
+        return shown

@@ -1,0 +1,93 @@
+"""One first-pass ranker as its own process.
+
+It folds ``member-events`` into a private inventory (replayed from the beginning at start, so it is
+rebuildable and owned by this team alone) and answers each ``feed-requests`` message, in its own
+consumer group, with its top-k on ``fpr-candidates``. Invalid input is skipped here and dead-lettered by
+the topic's owner (features for member-events, the mixer for feed-requests), so each bad message is
+dead-lettered exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from feedrank.contracts import ContractError, FeedRequest, FprCandidates, MemberEvent, Topic, parse
+from feedrank.settings import Settings
+from rankers.fpr import FirstPassRanker
+from rankers.inventory import Inventory
+from rankers.registry import load_config
+from services.kafka_io import ensure_topics, make_consumer, make_producer, topic
+from services.runtime import assign_from_beginning
+
+log = logging.getLogger(__name__)
+
+
+class FprService:
+    def __init__(self, settings: Settings, ranker: FirstPassRanker) -> None:
+        self.settings = settings
+        self.ranker = ranker
+        self.inventory = Inventory()
+        self.answered = 0
+        self.skipped = 0
+
+    def _fold_inventory(self, consumer, max_messages: int = 5000) -> int:
+        msgs = consumer.consume(num_messages=max_messages, timeout=0)
+        for m in msgs:
+            if m.error():
+                continue
+            try:
+                self.inventory.apply(parse(MemberEvent, m.value()))
+            except ContractError:
+                self.skipped += 1
+        return len(msgs)
+
+    def answer(self, request: FeedRequest, now: float | None = None) -> FprCandidates:
+        now = time.time() if now is None else now
+        cands = self.ranker.top_k(self.inventory, request.member_id, now)
+        return FprCandidates(request_id=request.request_id, member_id=request.member_id,
+                             source=self.ranker.name, model_version=self.ranker.model_version,
+                             generated_at=time.time(), candidates=cands)
+
+    def run(self, stop: threading.Event) -> None:
+        s = self.settings
+        ensure_topics(s)
+        inv_consumer = make_consumer(s, f"fpr-{self.ranker.name}-inventory")
+        assign_from_beginning(inv_consumer, topic(s, Topic.MEMBER_EVENTS))
+        req_consumer = make_consumer(s, f"fpr-{self.ranker.name}")
+        req_consumer.subscribe([topic(s, Topic.FEED_REQUESTS)])
+        producer = make_producer(s)
+        out_topic = topic(s, Topic.FPR_CANDIDATES)
+        log.info("fpr %s serving (model %s)", self.ranker.name, self.ranker.model_version)
+        try:
+            while not stop.is_set():
+                while self._fold_inventory(inv_consumer) and not stop.is_set():
+                    pass  # catch up on the network before answering
+                msgs = req_consumer.consume(num_messages=100, timeout=0.02)
+                for m in msgs:
+                    if m.error():
+                        continue
+                    try:
+                        request = parse(FeedRequest, m.value())
+                    except ContractError:
+                        self.skipped += 1
+                        continue
+                    answer = self.answer(request)
+                    producer.produce(out_topic, answer.to_bytes(), key=request.request_id)
+                    self.answered += 1
+                producer.poll(0)
+                if msgs:
+                    producer.flush(10)
+                    req_consumer.commit(asynchronous=False)
+        finally:
+            producer.flush(10)
+            req_consumer.close()
+            inv_consumer.close()
+
+
+def build_service(settings: Settings, name: str) -> FprService:
+    config = load_config(settings.pipeline_config)
+    if name not in config.fprs:
+        raise SystemExit(f"unknown FPR {name!r}; configured: {', '.join(config.fpr_names)}")
+    return FprService(settings, config.fprs[name].build())

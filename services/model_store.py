@@ -1,0 +1,51 @@
+"""Versioned model artifacts on disk: ``models/NAME/VERSION/{model.joblib,meta.json}`` and a CURRENT pointer."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str
+    version: str
+    model: Any
+    meta: dict[str, Any]
+
+
+class ModelNotFound(FileNotFoundError):
+    """No artifact of that name has been trained yet."""
+
+
+class ModelStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def save(self, name: str, model: Any, meta: dict[str, Any]) -> str:
+        version = time.strftime("v%Y%m%d-%H%M%S", time.gmtime()) + f"-{time.time_ns() % 1_000_000:06d}"
+        folder = self.root / name / version
+        folder.mkdir(parents=True, exist_ok=False)
+        joblib.dump(model, folder / "model.joblib")
+        (folder / "meta.json").write_text(json.dumps({**meta, "name": name, "version": version}, indent=2))
+        tmp = self.root / name / "CURRENT.tmp"
+        tmp.write_text(version)
+        tmp.replace(self.root / name / "CURRENT")  # atomic: readers never see a half-written pointer
+        return version
+
+    def load(self, name: str, version: str | None = None) -> Artifact:
+        if version is None:
+            pointer = self.root / name / "CURRENT"
+            if not pointer.exists():
+                raise ModelNotFound(f"no {name!r} model under {self.root}; train one with `feedrank train {name}`")
+            version = pointer.read_text().strip()
+        folder = self.root / name / version
+        if not (folder / "model.joblib").exists():
+            raise ModelNotFound(f"{name!r} model version {version!r} not found under {self.root / name}")
+        meta = json.loads((folder / "meta.json").read_text())
+        return Artifact(name, version, joblib.load(folder / "model.joblib"), meta)
