@@ -32,13 +32,14 @@ app = faust.App(
     consumer_auto_offset_reset="earliest",
     table_cleanup_interval=60.0,
 )
-member_events = app.topic(topic_name(Topic.MEMBER_EVENTS, settings.topic_prefix),
-                          key_serializer="raw", value_serializer="raw")
-dead_letters = app.topic(topic_name(Topic.DEAD_LETTERS, settings.topic_prefix),
-                         key_serializer="raw", value_serializer="raw")
+member_events = app.topic(
+    topic_name(Topic.MEMBER_EVENTS, settings.topic_prefix), key_serializer="raw", value_serializer="raw"
+)
+dead_letters = app.topic(
+    topic_name(Topic.DEAD_LETTERS, settings.topic_prefix), key_serializer="raw", value_serializer="raw"
+)
 # Row key (view|entity...) -> [impressions, engagements].
-counts = app.Table("feature-counts", default=None, partitions=settings.topic_partitions,
-                   key_type=str, value_type=list)
+counts = app.Table("feature-counts", default=None, partitions=settings.topic_partitions, key_type=str, value_type=list)
 
 
 class OnlineSink:
@@ -67,9 +68,16 @@ def _dead_letter(ev: faust.types.EventT, reason: str) -> DeadLetter:
     raw = ev.value if isinstance(ev.value, bytes) else str(ev.value).encode()
     msg = ev.message
     key = msg.key.decode("utf-8", "backslashreplace") if isinstance(msg.key, bytes) else msg.key
-    return DeadLetter(service="features", source_topic=msg.topic, partition=msg.partition, offset=msg.offset,
-                      key=key, payload=raw.decode("utf-8", "backslashreplace")[:256 * 1024],
-                      payload_truncated=len(raw) > 256 * 1024, reason=reason)
+    return DeadLetter(
+        service="features",
+        source_topic=msg.topic,
+        partition=msg.partition,
+        offset=msg.offset,
+        key=key,
+        payload=raw.decode("utf-8", "backslashreplace")[: 256 * 1024],
+        payload_truncated=len(raw) > 256 * 1024,
+        reason=reason,
+    )
 
 
 class PendingRows:
@@ -92,7 +100,8 @@ class PendingRows:
 
     def due(self) -> bool:
         return len(self.keys) >= MICRO_BATCH or (
-            bool(self.keys) and time.monotonic() - self.since >= MICRO_BATCH_WITHIN_S)
+            bool(self.keys) and time.monotonic() - self.since >= MICRO_BATCH_WITHIN_S
+        )
 
     def take(self) -> tuple[list[str], float]:
         keys, newest = sorted(self.keys), self.newest

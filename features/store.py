@@ -13,9 +13,7 @@ from feature_repo.definitions import ENTITIES, FEATURE_VIEWS
 from feedrank.settings import Settings
 
 # Features the mixer reads, as Feast references ("view:feature").
-SERVING_FEATURES: list[str] = [
-    f"{fv.name}:{f.name}" for fv in FEATURE_VIEWS for f in fv.features
-]
+SERVING_FEATURES: list[str] = [f"{fv.name}:{f.name}" for fv in FEATURE_VIEWS for f in fv.features]
 
 
 def feature_store(settings: Settings) -> FeatureStore:
@@ -73,6 +71,5 @@ class OnlineReader:
         ]
         if not rows:
             return pd.DataFrame(columns=[f.replace(":", "__") for f in self._features])
-        resp = self._store.get_online_features(features=self._features, entity_rows=rows,
-                                               full_feature_names=True)
+        resp = self._store.get_online_features(features=self._features, entity_rows=rows, full_feature_names=True)
         return pd.DataFrame(resp.to_dict())

@@ -30,8 +30,11 @@ def build_training_set(events: Iterable[MemberEvent], scorers: Mapping[ItemType,
             known = e.item_id in inv.items or e.item_type == ItemType.MEMBER
             if scorer is not None and known:
                 row: dict[str, object] = {
-                    "member_id": e.member_id, "item_id": e.item_id, "item_type": e.item_type.value,
-                    "actor_id": e.item_actor_id, "timestamp": e.timestamp,
+                    "member_id": e.member_id,
+                    "item_id": e.item_id,
+                    "item_type": e.item_type.value,
+                    "actor_id": e.item_actor_id,
+                    "timestamp": e.timestamp,
                     "fpr_score": scorer.score(inv, e.member_id, e.item_id, e.timestamp)[0],
                     "label": int((e.member_id, e.item_id) in engaged),
                 }
@@ -46,6 +49,3 @@ def build_training_set(events: Iterable[MemberEvent], scorers: Mapping[ItemType,
         inv.apply(e)
         apply_event(e, counts)
     return pd.DataFrame(rows)
-
-
-

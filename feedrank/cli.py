@@ -62,8 +62,9 @@ def _serve(args: argparse.Namespace) -> int:
         from services.traffic import TrafficGenerator
         from services.traffic_service import publish_traffic
 
-        n = publish_traffic(s, TrafficGenerator(n_members=args.members, sessions=args.sessions, seed=args.seed),
-                            rate=args.rate)
+        n = publish_traffic(
+            s, TrafficGenerator(n_members=args.members, sessions=args.sessions, seed=args.seed), rate=args.rate
+        )
         print(f"sent {n} events")
     else:
         print(f"unknown service {name!r}: features, mixer, fpr-NAME, traffic", file=sys.stderr)
@@ -95,8 +96,9 @@ def _train(args: argparse.Namespace) -> int:
     from services.traffic import TrafficGenerator
     from services.train_spr import train_spr
 
-    version, metrics = train_spr(get_settings(), TrafficGenerator(n_members=args.members, sessions=args.sessions,
-                                                                  seed=args.seed))
+    version, metrics = train_spr(
+        get_settings(), TrafficGenerator(n_members=args.members, sessions=args.sessions, seed=args.seed)
+    )
     print(json.dumps({"version": version, "holdout": metrics}, indent=2))
     return 0
 

@@ -113,8 +113,14 @@ def _kafka_classpath(settings: Settings) -> Path:
         shutil.rmtree(libs)
     libs.mkdir(parents=True)
     cmd = [
-        mvn, "-q", "-B", "-f", str(KAFKA_POM), "dependency:copy-dependencies",
-        f"-DoutputDirectory={libs}", "-DincludeScope=runtime",
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(KAFKA_POM),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={libs}",
+        "-DincludeScope=runtime",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -192,21 +198,35 @@ def kafka_up(settings: Settings, timeout_s: float = 90.0) -> ComponentStatus:
     settings.kafka_dir.mkdir(parents=True, exist_ok=True)
     conf.write_text(_kafka_properties(settings, data_dir))
     log4j.write_text(_LOG4J)
-    jvm = [java, f"-Xmx{settings.kafka_heap}", f"-Xms{settings.kafka_heap}", "-XX:+UseG1GC",
-           "-Djava.awt.headless=true", f"-Dlog4j.configuration=file:{log4j}", "-cp", f"{libs}/*"]
+    jvm = [
+        java,
+        f"-Xmx{settings.kafka_heap}",
+        f"-Xms{settings.kafka_heap}",
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j.configuration=file:{log4j}",
+        "-cp",
+        f"{libs}/*",
+    ]
     if not (data_dir / "meta.properties").exists():
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         proc = subprocess.run(
             [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(conf)],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
             raise InfraError(f"formatting Kafka storage failed:\n{proc.stdout}\n{proc.stderr}")
     log_file = settings.log_dir / "kafka.log"
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as out:
-        proc = subprocess.Popen([*jvm, "kafka.Kafka", str(conf)], stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [*jvm, "kafka.Kafka", str(conf)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     pid_file.write_text(str(proc.pid))
     _wait_for(lambda: proc.poll() is None and _kafka_ready(settings), "Kafka", timeout_s, log_file)
     return kafka_status(settings)
@@ -214,8 +234,9 @@ def kafka_up(settings: Settings, timeout_s: float = 90.0) -> ComponentStatus:
 
 def kafka_status(settings: Settings) -> ComponentStatus:
     pid = _read_pid(settings.kafka_dir / "kafka.pid")
-    return ComponentStatus("kafka", settings.kafka_bootstrap, port_open(*_host_port(settings.kafka_bootstrap)),
-                           pid, pid is not None)
+    return ComponentStatus(
+        "kafka", settings.kafka_bootstrap, port_open(*_host_port(settings.kafka_bootstrap)), pid, pid is not None
+    )
 
 
 # ---------------------------------------------------------------------------------------------- Redis
@@ -268,18 +289,29 @@ def redis_up(settings: Settings, timeout_s: float = 30.0) -> ComponentStatus:
         lines.append(f"requirepass {settings.redis_password.get_secret_value()}")
     conf.write_text("\n".join(lines) + "\n")
     conf.chmod(0o600)
-    proc = subprocess.Popen([binary, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [binary, str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     pid_file.write_text(str(proc.pid))
-    _wait_for(lambda: proc.poll() is None and _redis_ready(settings), "Redis", timeout_s,
-              settings.log_dir / "redis.log")
+    _wait_for(
+        lambda: proc.poll() is None and _redis_ready(settings), "Redis", timeout_s, settings.log_dir / "redis.log"
+    )
     return redis_status(settings)
 
 
 def redis_status(settings: Settings) -> ComponentStatus:
     pid = _read_pid(settings.redis_dir / "redis.pid")
-    return ComponentStatus("redis", f"{settings.redis_host}:{settings.redis_port}",
-                           port_open(settings.redis_host, settings.redis_port), pid, pid is not None)
+    return ComponentStatus(
+        "redis",
+        f"{settings.redis_host}:{settings.redis_port}",
+        port_open(settings.redis_host, settings.redis_port),
+        pid,
+        pid is not None,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- both

@@ -47,11 +47,13 @@ class FirstPassRanker:
             p, feats = self.scorer.score(inv, member_id, item_id, now)
             item = inv.items.get(item_id)
             if item is not None:
-                scored.append(Candidate(item_id=item_id, item_type=item.item_type, actor_id=item.actor_id,
-                                        score=p, features=feats))
+                scored.append(
+                    Candidate(
+                        item_id=item_id, item_type=item.item_type, actor_id=item.actor_id, score=p, features=feats
+                    )
+                )
             else:  # a member as the item (people you may know): the actor is that member
-                scored.append(Candidate(item_id=item_id, item_type="member", actor_id=item_id,
-                                        score=p, features=feats))
+                scored.append(Candidate(item_id=item_id, item_type="member", actor_id=item_id, score=p, features=feats))
         scored.sort(key=lambda c: (-c.score, c.item_id))
         return scored[:k]
 

@@ -62,8 +62,14 @@ class Inventory:
             assert e.item_id is not None and e.item_type is not None
             if e.item_id in self.items:
                 return  # a replayed creation is not a new item
-            item = Item(e.item_id, e.item_type, e.member_id, e.timestamp, _skills(e),
-                        str(e.attributes.get("visibility", "public")))
+            item = Item(
+                e.item_id,
+                e.item_type,
+                e.member_id,
+                e.timestamp,
+                _skills(e),
+                str(e.attributes.get("visibility", "public")),
+            )
             self.items[e.item_id] = item
             self.by_actor[e.member_id].append(e.item_id)
             self.by_type[e.item_type].append(e.item_id)

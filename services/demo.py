@@ -36,8 +36,10 @@ def prepare(settings: Settings, generator: TrafficGenerator, retrain: bool = Fal
     except ModelNotFound:
         with console.status("training the second-pass model"):
             version, metrics = train_spr(settings, generator)
-        console.print(f"[green]spr[/] trained {version}: held-out AUC {metrics['auc']:.3f}, "
-                      f"O/E {metrics['o_over_e']:.2f} on {int(metrics['rows_test'])} rows")
+        console.print(
+            f"[green]spr[/] trained {version}: held-out AUC {metrics['auc']:.3f}, "
+            f"O/E {metrics['o_over_e']:.2f} on {int(metrics['rows_test'])} rows"
+        )
 
 
 def wait_for_full_feed(client: FeedClient, member_id: str, expected: set[str], timeout_s: float) -> RankedFeed:
@@ -52,8 +54,10 @@ def wait_for_full_feed(client: FeedClient, member_id: str, expected: set[str], t
         if set(last.sources_answered) >= expected and {i.source for i in last.items} >= expected:
             return last
         time.sleep(1.0)
-    raise TimeoutError(f"no feed with items from all of {sorted(expected)} within {timeout_s:.0f}s; "
-                       f"last: {last.sources_answered if last else 'none'}")
+    raise TimeoutError(
+        f"no feed with items from all of {sorted(expected)} within {timeout_s:.0f}s; "
+        f"last: {last.sources_answered if last else 'none'}"
+    )
 
 
 def show(feed: RankedFeed) -> None:

@@ -46,9 +46,14 @@ class FprService:
     def answer(self, request: FeedRequest, now: float | None = None) -> FprCandidates:
         now = time.time() if now is None else now
         cands = self.ranker.top_k(self.inventory, request.member_id, now)
-        return FprCandidates(request_id=request.request_id, member_id=request.member_id,
-                             source=self.ranker.name, model_version=self.ranker.model_version,
-                             generated_at=time.time(), candidates=cands)
+        return FprCandidates(
+            request_id=request.request_id,
+            member_id=request.member_id,
+            source=self.ranker.name,
+            model_version=self.ranker.model_version,
+            generated_at=time.time(),
+            candidates=cands,
+        )
 
     def run(self, stop: threading.Event) -> None:
         s = self.settings

@@ -60,10 +60,7 @@ def ensure_topics(settings: Settings, topics: Iterable[Topic] = tuple(Topic), ti
         if not missing:
             return names
         futures = admin.create_topics(
-            [
-                NewTopic(n, num_partitions=settings.topic_partitions, replication_factor=1)
-                for n in missing
-            ]
+            [NewTopic(n, num_partitions=settings.topic_partitions, replication_factor=1) for n in missing]
         )
         for name, fut in futures.items():
             try:

@@ -47,8 +47,9 @@ class Mixer:
     def feed(self, request: FeedRequest, answers: list[FprCandidates], expected: list[str]) -> RankedFeed:
         cands = candidate_frame(answers)
         if len(cands):
-            feats = self.reader.read(request.member_id,
-                                     list(cands[["item_id", "item_type", "actor_id"]].itertuples(index=False)))
+            feats = self.reader.read(
+                request.member_id, list(cands[["item_id", "item_type", "actor_id"]].itertuples(index=False))
+            )
             raw = feats.drop(columns=["member_id", "item_id", "item_type", "actor_id"], errors="ignore")
             raw = raw.reset_index(drop=True).join(cands.reset_index(drop=True))
             scores = self.model.predict_proba(raw)[:, 1]
@@ -56,11 +57,16 @@ class Mixer:
             scores = []
         items, _ = assemble(request.member_id, request.feed_size, cands, scores, self.rules)
         answered = sorted(a.source for a in answers)
-        return RankedFeed(request_id=request.request_id, member_id=request.member_id, generated_at=time.time(),
-                          items=items, sources_answered=answered,
-                          sources_missing=sorted(set(expected) - set(answered)),
-                          model_version=self.model_version,
-                          timed_out=bool(set(expected) - set(answered)))
+        return RankedFeed(
+            request_id=request.request_id,
+            member_id=request.member_id,
+            generated_at=time.time(),
+            items=items,
+            sources_answered=answered,
+            sources_missing=sorted(set(expected) - set(answered)),
+            model_version=self.model_version,
+            timed_out=bool(set(expected) - set(answered)),
+        )
 
 
 class MixerService:
@@ -75,8 +81,9 @@ class MixerService:
         config = load_config(self.settings.pipeline_config)
         self.expected = config.fpr_names
         artifact = ModelStore(self.settings.model_dir).load("spr")
-        return Mixer(artifact.model, f"spr/{artifact.version}", config.build_rules(),
-                     OnlineReader(feature_store(self.settings)))
+        return Mixer(
+            artifact.model, f"spr/{artifact.version}", config.build_rules(), OnlineReader(feature_store(self.settings))
+        )
 
     def _on_request(self, req: FeedRequest, now: float) -> None:
         g = self.pending.setdefault(req.request_id, Gather(first_seen=now))
@@ -107,8 +114,9 @@ class MixerService:
         req_topic, cand_topic = topic(s, Topic.FEED_REQUESTS), topic(s, Topic.FPR_CANDIDATES)
         consumer.subscribe([req_topic, cand_topic])
         out_topic = topic(s, Topic.RANKED_FEEDS)
-        log.info("mixer serving: model %s, FPRs %s, deadline %d ms", mixer.model_version, self.expected,
-                 s.gather_deadline_ms)
+        log.info(
+            "mixer serving: model %s, FPRs %s, deadline %d ms", mixer.model_version, self.expected, s.gather_deadline_ms
+        )
         try:
             while not stop.is_set():
                 msgs = consumer.consume(num_messages=200, timeout=0.01)
@@ -122,8 +130,9 @@ class MixerService:
                         else:
                             ans = parse(FprCandidates, m.value())
                             if ans.source not in self.expected:
-                                raise ContractError(f"unknown source {ans.source!r}; configured FPRs: "
-                                                    f"{', '.join(self.expected)}")
+                                raise ContractError(
+                                    f"unknown source {ans.source!r}; configured FPRs: {', '.join(self.expected)}"
+                                )
                             self._on_candidates(ans, now)
                     except ContractError as err:
                         dead.send(m, str(err))
@@ -133,8 +142,7 @@ class MixerService:
                         feed = mixer.feed(g.request, list(g.answers.values()), self.expected)
                     except Exception as err:
                         log.exception("mixing request %s failed", g.request.request_id)
-                        dead.send(None, f"mixing failed: {err}", source_topic=req_topic,
-                                  payload=g.request.to_bytes())
+                        dead.send(None, f"mixing failed: {err}", source_topic=req_topic, payload=g.request.to_bytes())
                         continue
                     producer.produce(out_topic, feed.to_bytes(), key=feed.member_id)
                     self.published += 1

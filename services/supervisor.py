@@ -30,9 +30,13 @@ class Supervisor:
     def start(self, name: str) -> subprocess.Popen:
         self.settings.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path(name), "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "feedrank.cli", "serve", name],
-                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=self.settings.child_env())
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "feedrank.cli", "serve", name],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.settings.child_env(),
+            )
         self.procs[name] = proc
         return proc
 

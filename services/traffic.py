@@ -24,8 +24,12 @@ INDUSTRIES: dict[str, list[str]] = {
     "design": ["ux", "figma", "branding", "illustration", "research", "css"],
 }
 BASE_LOGIT = {ItemType.POST: -2.2, ItemType.JOB: -3.2, ItemType.COURSE: -3.0, ItemType.MEMBER: -2.8}
-RESPONSE = {ItemType.POST: EventType.LIKE, ItemType.JOB: EventType.APPLY,
-            ItemType.COURSE: EventType.ENROLL, ItemType.MEMBER: EventType.CONNECT}
+RESPONSE = {
+    ItemType.POST: EventType.LIKE,
+    ItemType.JOB: EventType.APPLY,
+    ItemType.COURSE: EventType.ENROLL,
+    ItemType.MEMBER: EventType.CONNECT,
+}
 
 
 @dataclass
@@ -50,10 +54,22 @@ def _sigmoid(x: float) -> float:
 class TrafficGenerator:
     """Deterministic for a seed: the same arguments give the same events, in the same order."""
 
-    def __init__(self, n_members: int = 300, n_companies: int = 20, n_courses: int = 40,
-                 sessions: int = 600, slate_size: int = 10, seed: int = 7, start_time: float | None = None) -> None:
-        for name, value in (("n_members", n_members), ("n_companies", n_companies), ("n_courses", n_courses),
-                            ("slate_size", slate_size)):
+    def __init__(
+        self,
+        n_members: int = 300,
+        n_companies: int = 20,
+        n_courses: int = 40,
+        sessions: int = 600,
+        slate_size: int = 10,
+        seed: int = 7,
+        start_time: float | None = None,
+    ) -> None:
+        for name, value in (
+            ("n_members", n_members),
+            ("n_companies", n_companies),
+            ("n_courses", n_courses),
+            ("slate_size", slate_size),
+        ):
             if value < 1:
                 raise ValueError(f"traffic generator: {name} must be >= 1, got {value}")
         if sessions < 0:
@@ -82,8 +98,13 @@ class TrafficGenerator:
         def ev(event_type: EventType, member_id: str, **kw) -> MemberEvent:
             nonlocal t
             t += rng.expovariate(50.0)
-            return MemberEvent(event_id=uuid.UUID(int=rng.getrandbits(128)).hex, event_type=event_type,
-                               member_id=member_id, timestamp=t, **kw)
+            return MemberEvent(
+                event_id=uuid.UUID(int=rng.getrandbits(128)).hex,
+                event_type=event_type,
+                member_id=member_id,
+                timestamp=t,
+                **kw,
+            )
 
         industries = sorted(INDUSTRIES)
         for i in range(self.n_members):
@@ -118,23 +139,38 @@ class TrafficGenerator:
                 skills = frozenset(rng.sample(sorted(world.members[mid][1]), 1))
                 world.items[pid] = WorldItem(pid, ItemType.POST, mid, skills)
                 vis = "connections" if rng.random() < 0.1 else "public"
-                yield ev(EventType.POST_CREATED, mid, item_id=pid, item_type=ItemType.POST,
-                         attributes={"skills": sorted(skills), "visibility": vis})
+                yield ev(
+                    EventType.POST_CREATED,
+                    mid,
+                    item_id=pid,
+                    item_type=ItemType.POST,
+                    attributes={"skills": sorted(skills), "visibility": vis},
+                )
         for c in range(self.n_companies):
             cid, ind = f"co{c}", industries[c % len(industries)]
             for _ in range(3):
                 jid = f"j{next(ids)}"
                 skills = frozenset(rng.sample(INDUSTRIES[ind], 3))
                 world.items[jid] = WorldItem(jid, ItemType.JOB, cid, skills)
-                yield ev(EventType.JOB_POSTED, cid, item_id=jid, item_type=ItemType.JOB,
-                         attributes={"skills": sorted(skills), "industry": ind})
+                yield ev(
+                    EventType.JOB_POSTED,
+                    cid,
+                    item_id=jid,
+                    item_type=ItemType.JOB,
+                    attributes={"skills": sorted(skills), "industry": ind},
+                )
         for c in range(self.n_courses):
             ind = industries[c % len(industries)]
             crs = f"c{next(ids)}"
             skills = frozenset(rng.sample(INDUSTRIES[ind], 2))
             world.items[crs] = WorldItem(crs, ItemType.COURSE, "learning", skills)
-            yield ev(EventType.COURSE_PUBLISHED, "learning", item_id=crs, item_type=ItemType.COURSE,
-                     attributes={"skills": sorted(skills)})
+            yield ev(
+                EventType.COURSE_PUBLISHED,
+                "learning",
+                item_id=crs,
+                item_type=ItemType.COURSE,
+                attributes={"skills": sorted(skills)},
+            )
         # Sessions: a uniformly random slate from every inventory; members act by the truth.
         items = list(world.items.values())
         for _ in range(self.sessions):
@@ -147,8 +183,7 @@ class TrafficGenerator:
             for pos, item in enumerate(slate):
                 p = self.true_p(world, mid, item)
                 common = dict(item_id=item.item_id, item_type=item.item_type, item_actor_id=item.actor_id)
-                yield ev(EventType.IMPRESSION, mid, **common,
-                         attributes={"position": pos, "true_p": round(p, 6)})
+                yield ev(EventType.IMPRESSION, mid, **common, attributes={"position": pos, "true_p": round(p, 6)})
                 if rng.random() < p:
                     yield ev(EventType.CLICK, mid, **common)
                     if rng.random() < 0.5:

@@ -12,8 +12,9 @@ from services.kafka_io import ensure_topics, make_producer, topic
 from services.traffic import TrafficGenerator
 
 
-def publish_traffic(settings: Settings, generator: TrafficGenerator, rate: float | None = None,
-                    show_progress: bool = True) -> int:
+def publish_traffic(
+    settings: Settings, generator: TrafficGenerator, rate: float | None = None, show_progress: bool = True
+) -> int:
     """Send every event; ``rate`` caps events per second (None: as fast as the broker takes them)."""
     ensure_topics(settings)
     producer = make_producer(settings)

@@ -27,15 +27,20 @@ def train_spr(settings: Settings, generator: TrafficGenerator, C: float = 1.0) -
     p = model.predict_proba(test)[:, 1]
     y = test["label"].to_numpy()
     metrics = {
-        "rows_train": float(len(train)), "rows_test": float(len(test)),
+        "rows_train": float(len(train)),
+        "rows_test": float(len(test)),
         "auc": float(roc_auc_score(y, p)) if len(np.unique(y)) > 1 else float("nan"),
         "log_loss": float(log_loss(y, p, labels=[0, 1])),
         "o_over_e": float(y.sum() / p.sum()),
     }
     final = SecondPassRanker(C=C).fit(data, data["label"].to_numpy())
-    version = ModelStore(settings.model_dir).save("spr", final, {
-        "trained_on": f"traffic generator seed={generator.seed} members={generator.n_members} "
-                      f"sessions={generator.sessions}",
-        "holdout": metrics,
-    })
+    version = ModelStore(settings.model_dir).save(
+        "spr",
+        final,
+        {
+            "trained_on": f"traffic generator seed={generator.seed} members={generator.n_members} "
+            f"sessions={generator.sessions}",
+            "holdout": metrics,
+        },
+    )
     return version, metrics

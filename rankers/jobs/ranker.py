@@ -37,7 +37,10 @@ class SkillMatchScorer:
         pop = math.log1p(item.engagements)
         age_h = max(0.0, (now - item.created_at) / 3600)
         return sigmoid(self.bias + self.w_match * match + self.w_popularity * pop), {
-            "skill_match": match, "popularity": pop, "age_hours": age_h}
+            "skill_match": match,
+            "popularity": pop,
+            "age_hours": age_h,
+        }
 
 
 def build(name: str = "jobs", k: int = 50, **params: float) -> FirstPassRanker:

@@ -17,10 +17,14 @@ from sklearn.utils.validation import check_is_fitted
 from feedrank.contracts import ItemType
 
 COUNT_FEATURES = [
-    "member_activity__impressions", "member_activity__engagements",
-    "item_popularity__impressions", "item_popularity__engagements",
-    "member_actor__impressions", "member_actor__engagements",
-    "member_type__impressions", "member_type__engagements",
+    "member_activity__impressions",
+    "member_activity__engagements",
+    "item_popularity__impressions",
+    "item_popularity__engagements",
+    "member_actor__impressions",
+    "member_actor__engagements",
+    "member_type__impressions",
+    "member_type__engagements",
 ]
 RATE_FEATURES = ["member_activity__ctr", "item_popularity__ctr", "member_actor__ctr", "member_type__ctr"]
 TYPE_FEATURES = [f"type_{t.value}" for t in ItemType]
@@ -28,13 +32,24 @@ TYPE_FEATURES = [f"type_{t.value}" for t in ItemType]
 # Model input columns grouped by the family they belong to (for explain and docs).
 FAMILIES: dict[str, list[str]] = {
     "X_i": ["log_member_activity__impressions", "log_member_activity__engagements", "member_activity__ctr"],
-    "X_t": ["log_item_popularity__impressions", "log_item_popularity__engagements", "item_popularity__ctr",
-            "fpr_score", *TYPE_FEATURES],
+    "X_t": [
+        "log_item_popularity__impressions",
+        "log_item_popularity__engagements",
+        "item_popularity__ctr",
+        "fpr_score",
+        *TYPE_FEATURES,
+    ],
     "X_ij": ["log_member_actor__impressions", "log_member_actor__engagements", "member_actor__ctr"],
     "X_ik": ["log_member_type__impressions", "log_member_type__engagements", "member_type__ctr"],
 }
 MODEL_COLUMNS: list[str] = [c for cols in FAMILIES.values() for c in cols]
 PRIOR_CTR = 0.05
+
+
+def _numeric(raw: pd.DataFrame, column: str, missing: float) -> pd.Series:
+    if column not in raw:
+        return pd.Series(missing, index=raw.index, dtype=float)
+    return pd.to_numeric(raw[column], errors="coerce").fillna(missing).astype(float)
 
 
 def design_matrix(raw: pd.DataFrame) -> pd.DataFrame:
@@ -44,12 +59,10 @@ def design_matrix(raw: pd.DataFrame) -> pd.DataFrame:
     """
     out = pd.DataFrame(index=raw.index)
     for c in COUNT_FEATURES:
-        vals = pd.to_numeric(raw[c], errors="coerce") if c in raw else pd.Series(0.0, index=raw.index)
-        out[f"log_{c}"] = np.log1p(vals.fillna(0.0).clip(lower=0.0).astype(float))
+        out[f"log_{c}"] = np.log1p(_numeric(raw, c, 0.0).clip(lower=0.0))
     for c in RATE_FEATURES:
-        vals = pd.to_numeric(raw[c], errors="coerce") if c in raw else pd.Series(PRIOR_CTR, index=raw.index)
-        out[c] = vals.fillna(PRIOR_CTR).astype(float)
-    out["fpr_score"] = pd.to_numeric(raw.get("fpr_score", 0.0), errors="coerce").fillna(0.0).astype(float)
+        out[c] = _numeric(raw, c, PRIOR_CTR)
+    out["fpr_score"] = _numeric(raw, "fpr_score", 0.0)
     item_type = raw["item_type"].astype(str)
     for t in ItemType:
         out[f"type_{t.value}"] = (item_type == t.value).astype(float)
@@ -68,10 +81,12 @@ class SecondPassRanker(ClassifierMixin, BaseEstimator):
         y = np.asarray(y).astype(int)
         if len(np.unique(y)) < 2:
             raise ValueError("training labels hold one class only; need both engaged and not-engaged rows")
-        self.pipeline_ = Pipeline([
-            ("scale", StandardScaler()),
-            ("lr", LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight=self.class_weight)),
-        ])
+        self.pipeline_ = Pipeline(
+            [
+                ("scale", StandardScaler()),
+                ("lr", LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight=self.class_weight)),
+            ]
+        )
         self.pipeline_.fit(design_matrix(X), y)
         self.classes_ = self.pipeline_.classes_
         return self

@@ -19,7 +19,7 @@ class FollowFeedSource:
     def candidates(self, inv: Inventory, member_id: str, now: float) -> Iterable[str]:
         actors = inv.connections.get(member_id, set()) | inv.follows.get(member_id, set())
         for actor in actors:
-            for item_id in inv.by_actor.get(actor, ())[-self.per_actor:]:
+            for item_id in inv.by_actor.get(actor, ())[-self.per_actor :]:
                 item = inv.items[item_id]
                 if item.item_type != ItemType.POST or not inv.can_see(member_id, item):
                     continue

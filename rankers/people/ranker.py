@@ -40,7 +40,10 @@ class AdamicAdarScorer:
         aa = sum(1.0 / math.log(max(2, len(inv.connections.get(z, ())))) for z in common)
         skills = jaccard(inv.profile(member_id).skills, inv.profile(item_id).skills)
         return sigmoid(self.bias + self.w_aa * aa + self.w_skills * skills), {
-            "adamic_adar": aa, "common_connections": float(len(common)), "skill_similarity": skills}
+            "adamic_adar": aa,
+            "common_connections": float(len(common)),
+            "skill_similarity": skills,
+        }
 
 
 def build(name: str = "people", k: int = 20, **params: float) -> FirstPassRanker:

@@ -21,7 +21,7 @@ class MaxTypeRun:
         out: list[Slot] = []
         while pending:
             run_type = out[-1].item_type if len(out) >= self.max_run else None
-            if run_type is not None and any(s.item_type != run_type for s in out[-self.max_run:]):
+            if run_type is not None and any(s.item_type != run_type for s in out[-self.max_run :]):
                 run_type = None
             # Best remaining slot that does not extend a full run; if every one would, the feed
             # has nothing else to offer and the best slot goes next anyway.

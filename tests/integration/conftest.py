@@ -1,0 +1,82 @@
+"""Integration fixtures: the real local Kafka broker and Redis (started if needed), and per-session
+isolation by topic prefix and Feast project, so tests never see the demo's data or each other's."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from features.store import apply_definitions
+from feedrank import infra
+from feedrank.contracts import Topic
+from feedrank.settings import Settings
+from services.demo import wait_for_full_feed
+from services.feed_client import FeedClient
+from services.kafka_io import ensure_topics, topic
+from services.supervisor import Supervisor, pipeline_services
+from services.traffic import TrafficGenerator
+from services.traffic_service import publish_traffic
+from services.train_spr import train_spr
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    s = Settings()
+    statuses = infra.up(s)
+    assert all(c.reachable for c in statuses), [c.line() for c in statuses]
+    return s
+
+
+def isolated_settings(base: Settings, tmp_path, **overrides) -> Settings:
+    run = uuid.uuid4().hex[:8]
+    s = Settings(
+        **{
+            **base.model_dump(),
+            "topic_prefix": f"test-{run}-",
+            "feast_project": f"test_{run}",
+            "models_path": tmp_path / "models",
+            "logs_path": tmp_path / "logs",
+            **overrides,
+        }
+    )
+    ensure_topics(s)
+    apply_definitions(s)
+    return s
+
+
+def drop_topics(s: Settings) -> None:
+    admin = AdminClient(s.kafka_client_config())
+    names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(s.topic_prefix)]
+    if names:
+        for fut in admin.delete_topics(names).values():
+            fut.exception()
+
+
+@pytest.fixture(scope="session")
+def generator() -> TrafficGenerator:
+    return TrafficGenerator(n_members=120, n_companies=10, n_courses=20, sessions=250, seed=5)
+
+
+@pytest.fixture(scope="module")
+def pipeline(base_settings, generator, tmp_path_factory):
+    """Every service running as its own process on a fresh topic namespace, with traffic sent."""
+    s = isolated_settings(base_settings, tmp_path_factory.mktemp("pipeline"))
+    train_spr(s, generator)
+    sup = Supervisor(s)
+    sup.start_all()
+    publish_traffic(s, generator, show_progress=False)
+    client = FeedClient(s)
+    expected = {n.removeprefix("fpr-") for n in pipeline_services(s) if n.startswith("fpr-")}
+    try:
+        first = wait_for_full_feed(client, "m1", expected, timeout_s=180)
+        yield {"settings": s, "supervisor": sup, "client": client, "expected": expected, "first_feed": first}
+    finally:
+        client.close()
+        sup.stop_all()
+        drop_topics(s)
+
+
+def dead_letter_topic(s: Settings) -> str:
+    return topic(s, Topic.DEAD_LETTERS)

@@ -1,0 +1,74 @@
+import json
+import time
+
+import pytest
+
+from feedrank.contracts import ContractError, FeedRequest, MemberEvent, RankedFeed, parse
+
+NOW = time.time()
+
+
+def event(**kw):
+    base = {
+        "event_id": "e1",
+        "event_type": "click",
+        "member_id": "m1",
+        "timestamp": NOW,
+        "item_id": "p1",
+        "item_type": "post",
+        "item_actor_id": "m2",
+    }
+    base.update(kw)
+    return json.dumps(base).encode()
+
+
+def test_valid_event_round_trips():
+    e = parse(MemberEvent, event())
+    assert parse(MemberEvent, e.to_bytes()) == e
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        (b"{not json", "malformed JSON"),
+        (b"[1, 2]", "expected a JSON object"),
+        (b"\xff\xfe", "malformed JSON"),
+        (None, "empty message"),
+        (event(member_id=None), "member_id"),
+        (event(event_type="teleport"), "event_type"),
+        (event(timestamp="yesterday"), "timestamp"),
+        (event(timestamp=-5), "before 2000"),
+        (event(timestamp=NOW + 10 * 86400), "future"),
+        (event(item_actor_id=None), "requires item_actor_id"),
+        (event(event_type="job_posted", item_type="post"), "item_type=job"),
+        (event(event_type="connection_made", item_id="m1", item_type="member"), "itself"),
+        (event(bogus=1), "bogus"),
+        (event(member_id="m 1; DROP"), "member_id"),
+    ],
+)
+def test_invalid_events_name_the_problem(raw, needle):
+    with pytest.raises(ContractError) as err:
+        parse(MemberEvent, raw)
+    assert needle in str(err.value)
+
+
+def test_feed_request_bounds_feed_size():
+    req = FeedRequest.new("m1", feed_size=10)
+    assert parse(FeedRequest, req.to_bytes()).feed_size == 10
+    with pytest.raises(ContractError, match="feed_size"):
+        parse(FeedRequest, json.dumps({**req.model_dump(), "feed_size": 0}))
+
+
+def test_ranked_feed_scores_are_probabilities():
+    raw = {
+        "request_id": "r",
+        "member_id": "m1",
+        "generated_at": NOW,
+        "model_version": "v",
+        "sources_answered": ["jobs"],
+        "items": [
+            {"item_id": "j1", "item_type": "job", "actor_id": "co1", "source": "jobs", "score": 1.5, "position": 0}
+        ],
+    }
+    with pytest.raises(ContractError, match="score"):
+        parse(RankedFeed, json.dumps(raw))

@@ -1,0 +1,70 @@
+"""The Faust agent, run with faust's test_context (no broker): counts, online rows and dead letters."""
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from features import app as feature_app
+from features.aggregates import ViewKey
+
+
+class RecordingSink:
+    def __init__(self):
+        self.batches = []
+
+    def write(self, rows_by_view, event_time):
+        self.batches.append((rows_by_view, event_time))
+        return sum(len(r) for r in rows_by_view.values())
+
+
+class RecordingTopic:
+    def __init__(self):
+        self.sent = []
+
+    async def send(self, key=None, value=None):
+        self.sent.append((key, value))
+
+
+def _event(kind, **kw):
+    base = {
+        "event_id": f"e{time.time_ns()}",
+        "event_type": kind,
+        "member_id": "m1",
+        "timestamp": time.time(),
+        "item_id": "p1",
+        "item_type": "post",
+        "item_actor_id": "m2",
+    }
+    base.update(kw)
+    return json.dumps(base).encode()
+
+
+@pytest.fixture
+def agent_env(monkeypatch):
+    sink, letters = RecordingSink(), RecordingTopic()
+    monkeypatch.setattr(feature_app, "sink", sink)
+    monkeypatch.setattr(feature_app, "dead_letters", letters)
+    feature_app.counts.data.clear()
+    return sink, letters
+
+
+def test_agent_counts_writes_rows_and_dead_letters(agent_env):
+    sink, letters = agent_env
+
+    async def scenario():
+        async with feature_app.aggregate.test_context() as agent:
+            await agent.put(_event("impression"))
+            await agent.put(_event("click"))
+            await agent.put(b"{broken")
+            await agent.put(_event("like", item_actor_id=None))
+            await feature_app.flush()
+
+    asyncio.run(scenario())
+    assert feature_app.counts[ViewKey("member_actor", ("m1", "m2")).encode()] == [1, 1]
+    rows, _ = sink.batches[-1]
+    assert rows["member_activity"][0]["impressions"] == 1 and rows["member_activity"][0]["engagements"] == 1
+    reasons = [json.loads(v)["reason"] for _, v in letters.sent]
+    assert len(reasons) == 2
+    assert "malformed JSON" in reasons[0] and "item_actor_id" in reasons[1]

@@ -1,0 +1,54 @@
+import pytest
+
+from feedrank.settings import REPO_ROOT, Settings
+from rankers.registry import ConfigError, load_config, parse_config
+from services.supervisor import pipeline_services
+
+
+def test_shipped_config_builds_four_fprs_and_rules():
+    config = load_config(REPO_ROOT / "config" / "pipeline.toml")
+    assert config.fpr_names == ["courses", "jobs", "network", "people"]
+    rankers = {n: spec.build() for n, spec in config.fprs.items()}
+    assert {r.name for r in rankers.values()} == set(config.fpr_names)
+    assert [r.name for r in config.build_rules()] == ["dedupe", "actor_diversity", "max_type_run", "truncate"]
+
+
+def test_fifth_fpr_is_configuration_only(tmp_path):
+    cfg = (REPO_ROOT / "config" / "pipeline.toml").read_text()
+    cfg += '\n[fprs.trending_jobs]\nfactory = "rankers.jobs.ranker:build"\nserves = "job"\nk = 5\n'
+    path = tmp_path / "pipeline.toml"
+    path.write_text(cfg)
+    config = load_config(path)
+    assert "trending_jobs" in config.fpr_names
+    assert config.fprs["trending_jobs"].build().name == "trending_jobs"
+    services = pipeline_services(Settings(pipeline_config=path))
+    assert "fpr-trending_jobs" in services and services[-1] == "mixer"
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        ({}, "no [fprs.*]"),
+        ({"fprs": {"x": {"serves": "job"}}}, "fprs.x is missing 'factory'"),
+        ({"fprs": {"x": {"factory": "rankers.jobs.ranker:build", "serves": "car"}}}, "fprs.x.serves"),
+        ({"fprs": {"x": {"factory": "rankers.jobs.ranker:build", "serves": "job", "k": 0}}}, "fprs.x.k"),
+        ({"fprs": {"x": {"factory": "no.such:thing", "serves": "job"}}}, "cannot be imported"),
+    ],
+)
+def test_config_errors_name_the_entry(data, needle):
+    with pytest.raises(ConfigError, match=None) as err:
+        config = parse_config(data)
+        for spec in config.fprs.values():
+            spec.build()
+    assert needle in str(err.value)
+
+
+def test_rule_with_bad_param_names_the_rule():
+    config = parse_config(
+        {
+            "fprs": {"j": {"factory": "rankers.jobs.ranker:build", "serves": "job"}},
+            "rerank": [{"rule": "rankers.rules.type_run:MaxTypeRun", "max_run": -1}],
+        }
+    )
+    with pytest.raises(ConfigError, match="MaxTypeRun"):
+        config.build_rules()
