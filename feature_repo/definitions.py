@@ -1,7 +1,8 @@
 """Feast entities and feature views: the feature families X_i, X_t, X_ij and X_ik of the mixer.
 
-Each view is written online by the streaming feature service and appended offline as Parquet
-under ``offline/`` (paths relative to this repository, as Feast resolves them).
+Each view is written online by the streaming feature service. The Parquet sources are where the
+offline store will live (paths relative to this repository, as Feast resolves them); the streaming
+service does not append to them yet.
 """
 
 from __future__ import annotations

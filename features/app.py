@@ -27,6 +27,7 @@ app = faust.App(
     broker=f"kafka://{settings.kafka_bootstrap}",
     store="memory://",
     web_enabled=False,
+    datadir=str(settings.state_dir / "faust"),
     topic_partitions=settings.topic_partitions,
     topic_replication_factor=1,
     consumer_auto_offset_reset="earliest",
@@ -67,17 +68,7 @@ stats = {"events": 0, "dead_letters": 0, "rows_written": 0, "last_freshness_s": 
 def _dead_letter(ev: faust.types.EventT, reason: str) -> DeadLetter:
     raw = ev.value if isinstance(ev.value, bytes) else str(ev.value).encode()
     msg = ev.message
-    key = msg.key.decode("utf-8", "backslashreplace") if isinstance(msg.key, bytes) else msg.key
-    return DeadLetter(
-        service="features",
-        source_topic=msg.topic,
-        partition=msg.partition,
-        offset=msg.offset,
-        key=key,
-        payload=raw.decode("utf-8", "backslashreplace")[: 256 * 1024],
-        payload_truncated=len(raw) > 256 * 1024,
-        reason=reason,
-    )
+    return DeadLetter.of("features", msg.topic, raw, reason, partition=msg.partition, offset=msg.offset, key=msg.key)
 
 
 class PendingRows:

@@ -19,7 +19,10 @@ from rankers.inventory import Inventory
 
 def build_training_set(events: Iterable[MemberEvent], scorers: Mapping[ItemType, Scorer]) -> pd.DataFrame:
     ordered = sorted(events, key=lambda e: e.timestamp)
-    engaged = {(e.member_id, e.item_id) for e in ordered if e.event_type in ENGAGEMENT_TYPES}
+    last_engaged: dict[tuple[str, str | None], float] = {}
+    for e in ordered:
+        if e.event_type in ENGAGEMENT_TYPES:
+            last_engaged[(e.member_id, e.item_id)] = e.timestamp
     inv = Inventory()
     counts: dict[str, list[int]] = {}
     rows = []
@@ -36,7 +39,7 @@ def build_training_set(events: Iterable[MemberEvent], scorers: Mapping[ItemType,
                     "actor_id": e.item_actor_id,
                     "timestamp": e.timestamp,
                     "fpr_score": scorer.score(inv, e.member_id, e.item_id, e.timestamp)[0],
-                    "label": int((e.member_id, e.item_id) in engaged),
+                    "label": int(last_engaged.get((e.member_id, e.item_id), -1.0) >= e.timestamp),
                 }
                 if "true_p" in e.attributes:
                     row["true_p"] = float(e.attributes["true_p"])  # type: ignore[arg-type]

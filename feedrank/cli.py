@@ -34,6 +34,17 @@ def _infra(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from rankers.registry import ConfigError
+    from services.model_store import ModelNotFound
+
+    try:
+        return _serve_one(args)
+    except (ModelNotFound, ConfigError) as err:
+        print(f"feedrank serve {args.service}: {err}", file=sys.stderr)
+        return 1
+
+
+def _serve_one(args: argparse.Namespace) -> int:
     from services.runtime import setup_logging, stop_event
 
     s = get_settings()

@@ -34,6 +34,8 @@ Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:
 Score = Annotated[float, Field(ge=0.0, le=1.0)]
 # Event time may be simulated (the past), but not absurd: no earlier than 2000-01-01, no later than
 # a day ahead of the wall clock.
+MAX_FEED_SIZE = 200
+DEAD_LETTER_PAYLOAD_LIMIT = 256 * 1024  # characters of the rejected payload kept in a dead letter
 _MIN_TS = 946_684_800.0
 _FUTURE_SLACK_S = 86_400.0
 
@@ -150,7 +152,7 @@ class FeedRequest(Message):
     request_id: Id
     member_id: Id
     requested_at: float
-    feed_size: int = Field(default=20, ge=1, le=200)
+    feed_size: int = Field(default=20, ge=1, le=MAX_FEED_SIZE)
 
     _ts = field_validator("requested_at")(_check_timestamp)
 
@@ -219,6 +221,32 @@ class DeadLetter(Message):
     reason: str
     failed_at: float = Field(default_factory=time.time)
     kind: Literal["dead-letter"] = "dead-letter"
+
+    @staticmethod
+    def of(
+        service: str,
+        source_topic: str,
+        payload: bytes | None,
+        reason: str,
+        *,
+        partition: int | None = None,
+        offset: int | None = None,
+        key: bytes | str | None = None,
+    ) -> DeadLetter:
+        """Keep the rejected payload whole up to the limit, decoded losslessly (bad bytes escaped)."""
+        text = (payload or b"").decode("utf-8", errors="backslashreplace")
+        if isinstance(key, bytes):
+            key = key.decode("utf-8", errors="backslashreplace")
+        return DeadLetter(
+            service=service,
+            source_topic=source_topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            payload=text[:DEAD_LETTER_PAYLOAD_LIMIT],
+            payload_truncated=len(text) > DEAD_LETTER_PAYLOAD_LIMIT,
+            reason=reason[:2000],
+        )
 
 
 M = TypeVar("M", bound=Message)

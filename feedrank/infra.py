@@ -169,11 +169,12 @@ log4j.logger.kafka.server.BrokerServer=INFO
 def _kafka_ready(settings: Settings) -> bool:
     if not port_open(*_host_port(settings.kafka_bootstrap)):
         return False
+    from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
     try:
         md = AdminClient(settings.kafka_client_config()).list_topics(timeout=2)
-    except Exception:
+    except KafkaException:  # not ready yet
         return False
     return len(md.brokers) > 0
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from feedrank.contracts import MAX_FEED_SIZE
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -50,7 +52,7 @@ class Settings(BaseSettings):
     feast_project: str = "feedrank"
 
     # Feed assembly
-    feed_size: int = Field(default=20, ge=1)
+    feed_size: int = Field(default=20, ge=1, le=MAX_FEED_SIZE)
     gather_deadline_ms: int = Field(default=500, ge=1)
     max_message_bytes: int = Field(default=1_000_000, ge=1024)
 

@@ -31,6 +31,7 @@ class FprService:
         self.inventory = Inventory()
         self.answered = 0
         self.skipped = 0
+        self.failed = 0
 
     def _fold_inventory(self, consumer, max_messages: int = 5000) -> int:
         msgs = consumer.consume(num_messages=max_messages, timeout=0)
@@ -64,11 +65,15 @@ class FprService:
         req_consumer.subscribe([topic(s, Topic.FEED_REQUESTS)])
         producer = make_producer(s)
         out_topic = topic(s, Topic.FPR_CANDIDATES)
-        log.info("fpr %s serving (model %s)", self.ranker.name, self.ranker.model_version)
+        replayed = 0
+        while (n := self._fold_inventory(inv_consumer)) and not stop.is_set():
+            replayed += n  # the whole network before the first answer
+        log.info(
+            "fpr %s serving (model %s) after replaying %d events", self.ranker.name, self.ranker.model_version, replayed
+        )
         try:
             while not stop.is_set():
-                while self._fold_inventory(inv_consumer) and not stop.is_set():
-                    pass  # catch up on the network before answering
+                self._fold_inventory(inv_consumer)  # one bounded batch, so requests never starve
                 msgs = req_consumer.consume(num_messages=100, timeout=0.02)
                 for m in msgs:
                     if m.error():
@@ -78,7 +83,12 @@ class FprService:
                     except ContractError:
                         self.skipped += 1
                         continue
-                    answer = self.answer(request)
+                    try:
+                        answer = self.answer(request)
+                    except Exception:
+                        log.exception("fpr %s failed on request %s", self.ranker.name, request.request_id)
+                        self.failed += 1
+                        continue
                     producer.produce(out_topic, answer.to_bytes(), key=request.request_id)
                     self.answered += 1
                 producer.poll(0)

@@ -14,8 +14,6 @@ from feedrank.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_PAYLOAD_LIMIT = 256 * 1024
-
 
 def topic(settings: Settings, t: Topic) -> str:
     return topic_name(t, settings.topic_prefix)
@@ -49,10 +47,19 @@ def make_consumer(settings: Settings, group_id: str, **overrides: str | int | bo
     return Consumer(cfg)
 
 
+# Per-topic overrides of the broker defaults. member-events is the system of record that every FPR
+# replays to rebuild its inventory, so it is kept forever.
+TOPIC_CONFIG: dict[Topic, dict[str, str]] = {
+    Topic.MEMBER_EVENTS: {"retention.ms": "-1"},
+    Topic.DEAD_LETTERS: {"retention.ms": str(30 * 86_400_000)},
+}
+
+
 def ensure_topics(settings: Settings, topics: Iterable[Topic] = tuple(Topic), timeout_s: float = 30.0) -> list[str]:
     """Create the project's topics if missing (idempotent); returns their deployed names."""
     admin = AdminClient(settings.kafka_client_config())
-    names = [topic(settings, t) for t in topics]
+    wanted = {topic(settings, t): t for t in topics}
+    names = list(wanted)
     deadline = time.monotonic() + timeout_s
     while True:
         existing = set(admin.list_topics(timeout=10).topics)
@@ -60,7 +67,15 @@ def ensure_topics(settings: Settings, topics: Iterable[Topic] = tuple(Topic), ti
         if not missing:
             return names
         futures = admin.create_topics(
-            [NewTopic(n, num_partitions=settings.topic_partitions, replication_factor=1) for n in missing]
+            [
+                NewTopic(
+                    n,
+                    num_partitions=settings.topic_partitions,
+                    replication_factor=1,
+                    config=TOPIC_CONFIG.get(wanted[n], {}),
+                )
+                for n in missing
+            ]
         )
         for name, fut in futures.items():
             try:
@@ -82,18 +97,17 @@ class DeadLetterSink:
         self._service = service
 
     def send(self, msg: Message | None, reason: str, *, source_topic: str = "", payload: bytes | None = None) -> None:
-        raw = payload if payload is not None else (msg.value() if msg is not None else b"") or b""
-        text = raw.decode("utf-8", errors="backslashreplace")
-        key = msg.key() if msg is not None else None
-        letter = DeadLetter(
-            service=self._service,
-            source_topic=msg.topic() if msg is not None else source_topic,
-            partition=msg.partition() if msg is not None else None,
-            offset=msg.offset() if msg is not None else None,
-            key=key.decode("utf-8", errors="backslashreplace") if isinstance(key, bytes) else key,
-            payload=text[:DEAD_LETTER_PAYLOAD_LIMIT],
-            payload_truncated=len(text) > DEAD_LETTER_PAYLOAD_LIMIT,
-            reason=reason[:2000],
-        )
+        if msg is not None:
+            letter = DeadLetter.of(
+                self._service,
+                msg.topic(),
+                payload if payload is not None else msg.value(),
+                reason,
+                partition=msg.partition(),
+                offset=msg.offset(),
+                key=msg.key(),
+            )
+        else:
+            letter = DeadLetter.of(self._service, source_topic, payload, reason)
         log.warning("dead-letter from %s: %s", letter.source_topic, letter.reason)
         self._producer.produce(self._topic, letter.to_bytes(), key=letter.key)

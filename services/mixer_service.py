@@ -45,6 +45,10 @@ class Mixer:
         self.reader = reader
 
     def feed(self, request: FeedRequest, answers: list[FprCandidates], expected: list[str]) -> RankedFeed:
+        strays = [a.source for a in answers if a.member_id != request.member_id]
+        if strays:
+            log.warning("request %s: ignoring answers from %s for another member", request.request_id, strays)
+            answers = [a for a in answers if a.member_id == request.member_id]
         cands = candidate_frame(answers)
         if len(cands):
             feats = self.reader.read(

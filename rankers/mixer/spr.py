@@ -96,7 +96,7 @@ class SecondPassRanker(ClassifierMixin, BaseEstimator):
         return self.pipeline_.predict_proba(design_matrix(X))
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Each family's additive share of the logit, per row (for ``feedrank explain``)."""
+        """Each family's additive share of the logit, per row (to explain a score)."""
         check_is_fitted(self, "pipeline_")
         scaled = self.pipeline_.named_steps["scale"].transform(design_matrix(X))
         coef = self.pipeline_.named_steps["lr"].coef_[0]

@@ -70,7 +70,7 @@ def test_training_rows_are_point_in_time():
     rows = build_training_set(reversed(events), {ItemType.JOB: SkillMatchScorer()})
     assert list(rows["item_popularity__impressions"]) == [0, 1, 2]  # never counts itself or the future
     assert list(rows["item_popularity__engagements"]) == [0, 0, 1]
-    assert list(rows["label"]) == [1, 1, 1]
+    assert list(rows["label"]) == [1, 1, 0]  # engaged after the first two, not after the third
 
 
 def test_generator_is_deterministic_and_validates():
