@@ -121,6 +121,41 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from simulator.config import SessionConfig, SimulationConfigError, WorldConfig
+    from simulator.run import simulate_to_files
+
+    try:
+        world = WorldConfig.build(
+            "world",
+            seed=args.seed,
+            n_members=args.members,
+            n_companies=args.companies or max(20, args.members // 50),
+            n_courses=args.courses or max(20, args.members // 20),
+            horizon_days=args.days,
+            block_rate=args.block_rate,
+        )
+        sessions = SessionConfig.build(
+            "sessions",
+            seed=args.seed,
+            n_requests=args.requests,
+            slate_size=args.slate_size,
+            policy=args.policy,
+            epsilon=args.epsilon,
+        )
+        stats = simulate_to_files(
+            world, sessions, Path(args.out), fmt=args.format, ranker=args.ranker, show_progress=not args.quiet
+        )
+    except (SimulationConfigError, ValueError) as err:
+        print(f"feedrank simulate: {err}", file=sys.stderr)
+        return 2
+    report = {**stats.__dict__, "events_per_s": round(stats.events_per_s), "out": args.out}
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="feedrank", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -151,6 +186,33 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--sessions", type=int, default=600)
     train.add_argument("--seed", type=int, default=7)
     train.set_defaults(func=_train)
+
+    sim = sub.add_parser("simulate", help="simulate a professional network: member events and logged traffic")
+    sim.add_argument("--members", type=int, default=5000)
+    sim.add_argument("--companies", type=int, default=None, help="default: members / 50")
+    sim.add_argument("--courses", type=int, default=None, help="default: members / 20")
+    sim.add_argument("--requests", type=int, default=20000, help="feed requests over the horizon")
+    sim.add_argument("--days", type=float, default=7.0, help="simulated horizon")
+    sim.add_argument("--block-rate", type=float, default=0.01)
+    sim.add_argument("--slate-size", type=int, default=10)
+    sim.add_argument(
+        "--policy",
+        choices=["uniform", "epsilon-greedy"],
+        default="uniform",
+        help="logging policy (uniform: for replay evaluation)",
+    )
+    sim.add_argument("--epsilon", type=float, default=0.1, help="exploration rate of epsilon-greedy")
+    sim.add_argument(
+        "--ranker",
+        choices=["popularity", "oracle"],
+        default="popularity",
+        help="the ranking epsilon-greedy explores around",
+    )
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="of the impression log")
+    sim.add_argument("--out", default="simulation", help="output folder")
+    sim.add_argument("--quiet", action="store_true")
+    sim.set_defaults(func=_simulate)
 
     demo = sub.add_parser("demo", help="everything end to end, printing a few ranked feeds")
     demo.add_argument("--members", type=int, default=300)
