@@ -47,13 +47,26 @@ def run(sizes: list[tuple[int, int]]) -> list[dict]:
     for members, requests in sizes:
         with tempfile.TemporaryDirectory() as tmp:
             stats = simulate_to_files(
-                WorldConfig(n_members=members, n_companies=max(20, members // 50),
-                            n_courses=max(20, members // 20), seed=1),
-                SessionConfig(n_requests=requests, seed=1), Path(tmp), show_progress=False, with_world=False)
-        rows.append({"members": members, "requests": requests, "edges": stats.edges, "events": stats.events,
-                     "world_build_s": round(stats.world_s, 2), "events_s": round(stats.events_s, 2),
-                     "events_per_s": round(stats.events_per_s),
-                     "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)})
+                WorldConfig(
+                    n_members=members, n_companies=max(20, members // 50), n_courses=max(20, members // 20), seed=1
+                ),
+                SessionConfig(n_requests=requests, seed=1),
+                Path(tmp),
+                show_progress=False,
+                with_world=False,
+            )
+        rows.append(
+            {
+                "members": members,
+                "requests": requests,
+                "edges": stats.edges,
+                "events": stats.events,
+                "world_build_s": round(stats.world_s, 2),
+                "events_s": round(stats.events_s, 2),
+                "events_per_s": round(stats.events_per_s),
+                "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     return rows
 

@@ -75,43 +75,49 @@ class PendingRows:
     """Row keys changed since the last flush; flushed by size in the agent and by time in a timer.
 
     Faust tables only accept writes while an event is current, so the agent iterates event by event
-    and the micro-batching happens here, on the way to the online store.
+    and the micro-batching happens here, on the way to the online store. Rows are stamped with the
+    event-time watermark (the newest event time seen), which never goes backwards.
     """
 
     def __init__(self) -> None:
         self.keys: set[str] = set()
-        self.newest = 0.0
+        self.watermark = 0.0
+        self.batch_newest = 0.0
         self.since = time.monotonic()
 
     def add(self, keys: list[str], event_time: float) -> None:
         if not self.keys:
             self.since = time.monotonic()
         self.keys.update(keys)
-        self.newest = max(self.newest, event_time)
+        self.watermark = max(self.watermark, event_time)
+        self.batch_newest = max(self.batch_newest, event_time)
 
     def due(self) -> bool:
         return len(self.keys) >= MICRO_BATCH or (
             bool(self.keys) and time.monotonic() - self.since >= MICRO_BATCH_WITHIN_S
         )
 
-    def take(self) -> tuple[list[str], float]:
-        keys, newest = sorted(self.keys), self.newest
-        self.keys, self.newest = set(), 0.0
-        return keys, newest
+    def take(self) -> tuple[list[str], float, float]:
+        keys, newest = sorted(self.keys), self.batch_newest
+        self.keys, self.batch_newest = set(), 0.0
+        return keys, self.watermark, newest
 
 
 pending = PendingRows()
+_flush_lock = asyncio.Lock()
 
 
 async def flush() -> int:
-    keys, newest = pending.take()
-    if not keys:
-        return 0
-    rows = feature_rows(keys, counts)
-    written = await asyncio.get_running_loop().run_in_executor(None, sink.write, rows, newest)
-    stats["rows_written"] += written
-    stats["last_freshness_s"] = time.time() - newest
-    return written
+    """Write the pending rows; one flush at a time, so the store sees the totals in order."""
+    async with _flush_lock:
+        keys, watermark, newest = pending.take()
+        if not keys:
+            return 0
+        rows = feature_rows(keys, counts)  # values as of now: a later flush can only carry newer ones
+        written = await asyncio.get_running_loop().run_in_executor(None, sink.write, rows, watermark)
+        stats["rows_written"] += written
+        stats["last_freshness_s"] = time.time() - newest
+        return written
 
 
 @app.agent(member_events)

@@ -22,7 +22,13 @@ def feature_store(settings: Settings) -> FeatureStore:
         project=settings.feast_project,
         provider="local",
         registry=str(settings.feast_dir / "registry.db"),
-        online_store={"type": "redis", "connection_string": settings.feast_redis_connection_string()},
+        # The feature service is the only writer of its rows and writes them in order, each a running
+        # total: last write wins, and Feast's read-before-write timestamp check would only drop updates.
+        online_store={
+            "type": "redis",
+            "connection_string": settings.feast_redis_connection_string(),
+            "skip_dedup": True,
+        },
         offline_store={"type": "file"},
         entity_key_serialization_version=3,
         repo_path=settings.feast_repo,

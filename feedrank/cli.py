@@ -70,11 +70,11 @@ def _serve_one(args: argparse.Namespace) -> int:
             return 2
         build_service(s, fpr).run(stop)
     elif name == "traffic":
-        from services.traffic import TrafficGenerator
+        from services.traffic import SimulatedTraffic
         from services.traffic_service import publish_traffic
 
         n = publish_traffic(
-            s, TrafficGenerator(n_members=args.members, sessions=args.sessions, seed=args.seed), rate=args.rate
+            s, SimulatedTraffic(members=args.members, requests=args.requests, seed=args.seed), rate=args.rate
         )
         print(f"sent {n} events")
     else:
@@ -104,11 +104,11 @@ def _feed(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from services.traffic import TrafficGenerator
+    from services.traffic import SimulatedTraffic
     from services.train_spr import train_spr
 
     version, metrics = train_spr(
-        get_settings(), TrafficGenerator(n_members=args.members, sessions=args.sessions, seed=args.seed)
+        get_settings(), SimulatedTraffic(members=args.members, requests=args.requests, seed=args.seed)
     )
     print(json.dumps({"version": version, "holdout": metrics}, indent=2))
     return 0
@@ -117,7 +117,7 @@ def _train(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from services.demo import run_demo
 
-    run_demo(get_settings(), members=args.members, sessions=args.sessions, feeds=args.feeds)
+    run_demo(get_settings(), members=args.members, requests=args.requests, feeds=args.feeds)
     return 0
 
 
@@ -167,8 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run one service: features, mixer, fpr-NAME, traffic")
     serve.add_argument("service")
     serve.add_argument("--name", help="FPR name, with 'serve fpr'")
-    serve.add_argument("--members", type=int, default=300)
-    serve.add_argument("--sessions", type=int, default=600)
+    serve.add_argument("--members", type=int, default=2000)
+    serve.add_argument("--requests", type=int, default=3000, help="simulated feed requests")
     serve.add_argument("--seed", type=int, default=7)
     serve.add_argument("--rate", type=float, default=None, help="traffic: events per second")
     serve.set_defaults(func=_serve)
@@ -182,8 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model")
     train.add_argument("model", choices=["spr"])
-    train.add_argument("--members", type=int, default=300)
-    train.add_argument("--sessions", type=int, default=600)
+    train.add_argument("--members", type=int, default=2000)
+    train.add_argument("--requests", type=int, default=3000, help="simulated feed requests")
     train.add_argument("--seed", type=int, default=7)
     train.set_defaults(func=_train)
 
@@ -215,8 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=_simulate)
 
     demo = sub.add_parser("demo", help="everything end to end, printing a few ranked feeds")
-    demo.add_argument("--members", type=int, default=300)
-    demo.add_argument("--sessions", type=int, default=600)
+    demo.add_argument("--members", type=int, default=2000)
+    demo.add_argument("--requests", type=int, default=3000, help="simulated feed requests")
     demo.add_argument("--feeds", type=int, default=3)
     demo.set_defaults(func=_demo)
     return p

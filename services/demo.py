@@ -16,14 +16,14 @@ from services.feed_client import FeedClient, FeedTimeout
 from services.kafka_io import ensure_topics
 from services.model_store import ModelNotFound, ModelStore
 from services.supervisor import Supervisor, pipeline_services
-from services.traffic import TrafficGenerator
+from services.traffic import SimulatedTraffic
 from services.traffic_service import publish_traffic
 from services.train_spr import train_spr
 
 console = Console()
 
 
-def prepare(settings: Settings, generator: TrafficGenerator, retrain: bool = False) -> None:
+def prepare(settings: Settings, generator: SimulatedTraffic, retrain: bool = False) -> None:
     """Idempotent set-up shared by the demo and the tests: infra, topics, Feast registry, SPR model."""
     for c in infra.up(settings):
         console.print(f"[green]infra[/] {c.line()}")
@@ -60,6 +60,37 @@ def wait_for_full_feed(client: FeedClient, member_id: str, expected: set[str], t
     )
 
 
+def wait_until_serving(client: FeedClient, member_id: str, expected: set[str], timeout_s: float = 180) -> None:
+    """Until every FPR answers a request: services take a while to start and replay the network."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if set(client.feed(member_id, timeout_s=10).sources_answered) >= expected:
+                return
+        except FeedTimeout:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"not every FPR of {sorted(expected)} answered within {timeout_s:.0f}s")
+
+
+def full_feeds(
+    client: FeedClient, sup: Supervisor, members: list[str], expected: set[str], wanted: int, tries: int = 30
+) -> list[RankedFeed]:
+    """Feeds of the first members whose feed mixes every FPR (some members' networks are too small)."""
+    wait_until_serving(client, members[0], expected)
+    found: list[RankedFeed] = []
+    for member_id in members[: max(tries, wanted)]:
+        if len(found) == wanted:
+            break
+        if dead := sup.dead():
+            raise RuntimeError(f"services exited: {dead}; see {sup.settings.log_dir}")
+        try:
+            found.append(wait_for_full_feed(client, member_id, expected, timeout_s=5))
+        except TimeoutError:
+            continue
+    return found
+
+
 def show(feed: RankedFeed) -> None:
     table = Table(title=f"feed for {feed.member_id}  (request {feed.request_id[:8]}, {feed.model_version})")
     for col in ("pos", "item", "type", "source", "actor", "pCTR"):
@@ -71,8 +102,8 @@ def show(feed: RankedFeed) -> None:
     console.print(f"sources: {dict(mix)}; answered {feed.sources_answered}, missing {feed.sources_missing}\n")
 
 
-def run_demo(settings: Settings, members: int = 300, sessions: int = 600, feeds: int = 3) -> list[RankedFeed]:
-    generator = TrafficGenerator(n_members=members, sessions=sessions, seed=7)
+def run_demo(settings: Settings, members: int = 2000, requests: int = 3000, feeds: int = 3) -> list[RankedFeed]:
+    generator = SimulatedTraffic(members=members, requests=requests, seed=7)
     prepare(settings, generator)
     expected = {n.removeprefix("fpr-") for n in pipeline_services(settings) if n.startswith("fpr-")}
     with Supervisor(settings) as sup:
@@ -81,22 +112,12 @@ def run_demo(settings: Settings, members: int = 300, sessions: int = 600, feeds:
         sent = publish_traffic(settings, generator)
         console.print(f"[green]traffic[/] {sent} events sent to member-events")
         client = FeedClient(settings)
-        shown: list[RankedFeed] = []
         try:
-            # Members with connections and posts around them show every inventory.
-            for member_id in [f"m{i}" for i in range(members)][: max(feeds * 4, feeds)]:
-                if len(shown) == feeds:
-                    break
-                if dead := sup.dead():
-                    raise RuntimeError(f"services exited: {dead}; see {settings.log_dir}")
-                try:
-                    feed = wait_for_full_feed(client, member_id, expected, timeout_s=120 if not shown else 15)
-                except TimeoutError:
-                    continue
-                show(feed)
-                shown.append(feed)
+            shown = full_feeds(client, sup, [f"m{i}" for i in range(members)], expected, feeds)
         finally:
             client.close()
+        for feed in shown:
+            show(feed)
         if not shown:
             raise RuntimeError(f"no feed with all of {sorted(expected)}; see logs in {settings.log_dir}")
         return shown

@@ -9,11 +9,11 @@ from rich.progress import Progress
 from feedrank.contracts import Topic
 from feedrank.settings import Settings
 from services.kafka_io import ensure_topics, make_producer, topic
-from services.traffic import TrafficGenerator
+from services.traffic import SimulatedTraffic
 
 
 def publish_traffic(
-    settings: Settings, generator: TrafficGenerator, rate: float | None = None, show_progress: bool = True
+    settings: Settings, generator: SimulatedTraffic, rate: float | None = None, show_progress: bool = True
 ) -> int:
     """Send every event; ``rate`` caps events per second (None: as fast as the broker takes them)."""
     ensure_topics(settings)

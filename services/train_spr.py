@@ -10,10 +10,10 @@ from feedrank.settings import Settings
 from rankers.mixer.spr import SecondPassRanker
 from rankers.registry import load_config
 from services.model_store import ModelStore
-from services.traffic import TrafficGenerator
+from services.traffic import SimulatedTraffic
 
 
-def train_spr(settings: Settings, generator: TrafficGenerator, C: float = 1.0) -> tuple[str, dict[str, float]]:
+def train_spr(settings: Settings, generator: SimulatedTraffic, C: float = 1.0) -> tuple[str, dict[str, float]]:
     """Train on the generator's traffic with a time split (last 20% held out); returns version and metrics."""
     config = load_config(settings.pipeline_config)
     scorers = {spec.serves: spec.build().scorer for spec in config.fprs.values()}
@@ -38,8 +38,7 @@ def train_spr(settings: Settings, generator: TrafficGenerator, C: float = 1.0) -
         "spr",
         final,
         {
-            "trained_on": f"traffic generator seed={generator.seed} members={generator.n_members} "
-            f"sessions={generator.sessions}",
+            "trained_on": generator.describe(),
             "holdout": metrics,
         },
     )

@@ -12,11 +12,11 @@ from features.store import apply_definitions
 from feedrank import infra
 from feedrank.contracts import Topic
 from feedrank.settings import Settings
-from services.demo import wait_for_full_feed
+from services.demo import full_feeds
 from services.feed_client import FeedClient
 from services.kafka_io import ensure_topics, topic
 from services.supervisor import Supervisor, pipeline_services
-from services.traffic import TrafficGenerator
+from services.traffic import SimulatedTraffic
 from services.traffic_service import publish_traffic
 from services.train_spr import train_spr
 
@@ -55,8 +55,8 @@ def drop_topics(s: Settings) -> None:
 
 
 @pytest.fixture(scope="session")
-def generator() -> TrafficGenerator:
-    return TrafficGenerator(n_members=120, n_companies=10, n_courses=20, sessions=250, seed=5)
+def generator() -> SimulatedTraffic:
+    return SimulatedTraffic(members=400, requests=400, seed=5)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,9 @@ def pipeline(base_settings, generator, tmp_path_factory):
     client = FeedClient(s)
     expected = {n.removeprefix("fpr-") for n in pipeline_services(s) if n.startswith("fpr-")}
     try:
-        first = wait_for_full_feed(client, "m1", expected, timeout_s=180)
+        found = full_feeds(client, sup, [f"m{i}" for i in range(generator.members)], expected, 1)
+        assert found, f"no member got a feed from every FPR; logs in {s.log_dir}"
+        first = found[0]
         yield {"settings": s, "supervisor": sup, "client": client, "expected": expected, "first_feed": first}
     finally:
         client.close()

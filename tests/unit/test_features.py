@@ -10,7 +10,7 @@ from feedrank.contracts import EventType, ItemType, MemberEvent
 from rankers.jobs.ranker import SkillMatchScorer
 from rankers.mixer.spr import FAMILIES, MODEL_COLUMNS, SecondPassRanker, design_matrix
 from rankers.registry import load_config
-from services.traffic import TrafficGenerator
+from services.traffic import SimulatedTraffic
 
 NOW = time.time()
 
@@ -73,13 +73,15 @@ def test_training_rows_are_point_in_time():
     assert list(rows["label"]) == [1, 1, 0]  # engaged after the first two, not after the third
 
 
-def test_generator_is_deterministic_and_validates():
-    a = [e.model_dump() for e in TrafficGenerator(n_members=30, sessions=20, seed=3, start_time=NOW - 5000).events()]
-    b = [e.model_dump() for e in TrafficGenerator(n_members=30, sessions=20, seed=3, start_time=NOW - 5000).events()]
-    c = [e.model_dump() for e in TrafficGenerator(n_members=30, sessions=20, seed=4, start_time=NOW - 5000).events()]
+def test_simulated_traffic_is_deterministic_and_validates():
+    def events(seed):
+        return [e.model_dump() for e in SimulatedTraffic(members=60, requests=40, seed=seed, end_time=NOW).events()]
+
+    a, b, c = events(3), events(3), events(4)
     assert a == b and a != c
-    with pytest.raises(ValueError, match="n_members"):
-        TrafficGenerator(n_members=0)
+    assert max(e["timestamp"] for e in a) <= NOW + 60  # the world ends now, so its content is fresh
+    with pytest.raises(ValueError, match=r"world\.n_members"):
+        SimulatedTraffic(members=0).configs()
 
 
 def test_spr_learns_the_generator_truth():
@@ -87,7 +89,7 @@ def test_spr_learns_the_generator_truth():
 
     config = load_config(REPO_ROOT / "config" / "pipeline.toml")
     scorers = {s.serves: s.build().scorer for s in config.fprs.values()}
-    data = build_training_set(TrafficGenerator(n_members=200, sessions=500, seed=11).events(), scorers)
+    data = build_training_set(SimulatedTraffic(members=1500, requests=1500, seed=11).events(), scorers)
     cut = int(len(data) * 0.8)
     train, test = data.iloc[:cut], data.iloc[cut:]
     model = SecondPassRanker().fit(train, train["label"])

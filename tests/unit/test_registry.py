@@ -10,7 +10,8 @@ def test_shipped_config_builds_four_fprs_and_rules():
     assert config.fpr_names == ["courses", "jobs", "network", "people"]
     rankers = {n: spec.build() for n, spec in config.fprs.items()}
     assert {r.name for r in rankers.values()} == set(config.fpr_names)
-    assert [r.name for r in config.build_rules()] == ["dedupe", "actor_diversity", "max_type_run", "truncate"]
+    names = [r.name for r in config.build_rules()]
+    assert names == ["dedupe", "actor_diversity", "inventory_quota", "max_type_run", "truncate"]
 
 
 def test_fifth_fpr_is_configuration_only(tmp_path):

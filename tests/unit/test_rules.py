@@ -3,6 +3,7 @@ import pytest
 from rankers.rules.actor_diversity import ActorDiversity
 from rankers.rules.base import RerankContext, Slot
 from rankers.rules.dedupe import Dedupe
+from rankers.rules.quota import InventoryQuota
 from rankers.rules.truncate import Truncate
 from rankers.rules.type_run import MaxTypeRun
 
@@ -52,3 +53,35 @@ def test_actor_diversity_rejects_bad_discount():
 def test_truncate_to_feed_size():
     s = slots(*[(f"i{i}", "post", "a", 1 - i / 10) for i in range(5)])
     assert len(Truncate().apply(s, CTX)) == 3
+
+
+def sourced(*spec):
+    return [Slot(i, "post", f"a{i}", src, score) for i, src, score in spec]
+
+
+def test_quota_gives_every_inventory_a_slot_and_caps_the_rest():
+    ctx = RerankContext(member_id="m1", feed_size=4)
+    s = sourced(
+        ("n1", "network", 0.9),
+        ("n2", "network", 0.8),
+        ("n3", "network", 0.7),
+        ("n4", "network", 0.6),
+        ("j1", "jobs", 0.2),
+        ("c1", "courses", 0.1),
+    )
+    out = InventoryQuota(min_per_source=1, max_share=0.5).apply(s, ctx)
+    top = [x.item_id for x in out[:4]]
+    assert top == ["n1", "n2", "j1", "c1"]  # rank order kept inside the visible slots
+    assert [x.item_id for x in out[4:]] == ["n3", "n4"]  # the rest stays, below the fold
+    assert out[2].moved_by == ["inventory_quota"]
+
+
+def test_quota_without_pressure_changes_nothing():
+    ctx = RerankContext(member_id="m1", feed_size=3)
+    s = sourced(("a", "network", 0.9), ("b", "jobs", 0.8), ("c", "people", 0.7))
+    assert [x.item_id for x in InventoryQuota().apply(s, ctx)] == ["a", "b", "c"]
+
+
+def test_quota_rejects_bad_share():
+    with pytest.raises(ValueError, match="max_share"):
+        InventoryQuota(max_share=0)
