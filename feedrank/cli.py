@@ -122,12 +122,15 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    import time
     from pathlib import Path
 
     from simulator.config import SessionConfig, SimulationConfigError, WorldConfig
-    from simulator.run import simulate_to_files
 
+    live = args.policy == "live"
     try:
+        # A live run places the world so that it ends now: the FPRs judge freshness by the wall clock.
+        start = {"start_time": time.time() - args.days * 86_400} if live else {}
         world = WorldConfig.build(
             "world",
             seed=args.seed,
@@ -136,6 +139,7 @@ def _simulate(args: argparse.Namespace) -> int:
             n_courses=args.courses or max(20, args.members // 20),
             horizon_days=args.days,
             block_rate=args.block_rate,
+            **start,
         )
         sessions = SessionConfig.build(
             "sessions",
@@ -144,14 +148,28 @@ def _simulate(args: argparse.Namespace) -> int:
             slate_size=args.slate_size,
             policy=args.policy,
             epsilon=args.epsilon,
+            batch_size=args.batch_size if live else 4096,
         )
-        stats = simulate_to_files(
-            world, sessions, Path(args.out), fmt=args.format, ranker=args.ranker, show_progress=not args.quiet
-        )
-    except (SimulationConfigError, ValueError) as err:
+    except SimulationConfigError as err:
         print(f"feedrank simulate: {err}", file=sys.stderr)
         return 2
-    report = {**stats.__dict__, "events_per_s": round(stats.events_per_s), "out": args.out}
+    from services.simulate_service import simulate
+
+    try:
+        stats, published = simulate(
+            get_settings(),
+            world,
+            sessions,
+            Path(args.out),
+            fmt=args.format,
+            ranker=args.ranker,
+            kafka=args.kafka,
+            show_progress=not args.quiet,
+        )
+    except ValueError as err:
+        print(f"feedrank simulate: {err}", file=sys.stderr)
+        return 2
+    report = {**stats.__dict__, "events_per_s": round(stats.events_per_s), "out": args.out, "published": published}
     print(json.dumps(report, indent=2))
     return 0
 
@@ -197,9 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--slate-size", type=int, default=10)
     sim.add_argument(
         "--policy",
-        choices=["uniform", "epsilon-greedy"],
+        choices=["uniform", "epsilon-greedy", "live"],
         default="uniform",
-        help="logging policy (uniform: for replay evaluation)",
+        help="logging policy: uniform (for replay), epsilon-greedy around --ranker, or live: epsilon-greedy "
+        "around the running pipeline's feeds (implies --kafka)",
     )
     sim.add_argument("--epsilon", type=float, default=0.1, help="exploration rate of epsilon-greedy")
     sim.add_argument(
@@ -209,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the ranking epsilon-greedy explores around",
     )
     sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--kafka", action="store_true", help="also publish every event to member-events")
+    sim.add_argument("--batch-size", type=int, default=64, help="live: feed requests in flight at once")
     sim.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="of the impression log")
     sim.add_argument("--out", default="simulation", help="output folder")
     sim.add_argument("--quiet", action="store_true")

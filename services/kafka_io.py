@@ -111,3 +111,24 @@ class DeadLetterSink:
             letter = DeadLetter.of(self._service, source_topic, payload, reason)
         log.warning("dead-letter from %s: %s", letter.source_topic, letter.reason)
         self._producer.produce(self._topic, letter.to_bytes(), key=letter.key)
+
+
+def consumer_lag(settings: Settings, group: str, t: Topic) -> int:
+    """Messages of topic ``t`` not yet committed by consumer group ``group`` (as deployed, prefix included)."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+    name = topic(settings, t)
+    admin = AdminClient(settings.kafka_client_config())
+    parts = admin.list_topics(name, timeout=10).topics[name].partitions
+    tps = [TopicPartition(name, p) for p in parts]
+    fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group]
+    committed = {tp.partition: tp.offset for tp in fut.result().topic_partitions}
+    probe = make_consumer(settings, f"lag-probe-{time.monotonic_ns()}")
+    try:
+        lag = 0
+        for p in parts:
+            _, high = probe.get_watermark_offsets(TopicPartition(name, p), timeout=10)
+            lag += high - max(committed.get(p, 0), 0)
+        return lag
+    finally:
+        probe.close()

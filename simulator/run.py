@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +86,9 @@ def write_world(world: World, out: Path) -> None:
     )
 
 
+EventSink = Callable[[pa.Table], object]
+
+
 def simulate_to_files(
     world_cfg: WorldConfig,
     session_cfg: SessionConfig,
@@ -93,15 +97,23 @@ def simulate_to_files(
     ranker: str = "popularity",
     show_progress: bool = True,
     with_world: bool = True,
+    event_sink: EventSink | None = None,
+    simulation: Simulation | None = None,
+    on_world_done: Callable[[], object] | None = None,
 ) -> RunStats:
+    """Write events and the impression log under ``out``, and hand every events table to ``event_sink``
+    (e.g. Kafka). ``simulation`` replaces the default one (e.g. one served by the live system);
+    ``on_world_done`` runs between the world's events and the sessions (e.g. to let consumers catch up)."""
     if fmt not in ("parquet", "csv"):
         raise ValueError(f"format must be 'parquet' or 'csv', got {fmt!r}")
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    world = build_world(world_cfg)
-    truth = GroundTruth(world)
-    scorer = scorer_for(ranker, world, truth) if session_cfg.policy == "epsilon-greedy" else None
-    sim = Simulation(world, session_cfg, truth, scorer)
+    if simulation is None:
+        world = build_world(world_cfg)
+        truth = GroundTruth(world)
+        scorer = scorer_for(ranker, world, truth) if session_cfg.policy == "epsilon-greedy" else None
+        simulation = Simulation(world, session_cfg, truth, scorer)
+    sim, world = simulation, simulation.world
     world_s = time.perf_counter() - t_start
     t_events = time.perf_counter()
     events = log_rows = 0
@@ -114,9 +126,15 @@ def simulate_to_files(
         for table in sim.world_events():
             ev_writer.write_table(table)
             events += table.num_rows
+            if event_sink is not None:
+                event_sink(table)
+        if on_world_done is not None:
+            on_world_done()
         for ev, log in sim.sessions():
             ev_writer.write_table(ev)
             events += ev.num_rows
+            if event_sink is not None:
+                event_sink(ev)
             log_rows += log.num_rows
             if log_writer is not None:
                 log_writer.write_table(log)

@@ -152,8 +152,8 @@ class Simulation:
         self.truth = truth or GroundTruth(world)
         self.scorer = scorer
         self.policy = UniformRandom() if config.policy == "uniform" else EpsilonGreedy(config.epsilon)
-        if config.policy == "epsilon-greedy" and scorer is None:
-            raise ValueError("policy epsilon-greedy needs a scorer (the ranking it explores around)")
+        if config.policy != "uniform" and scorer is None:
+            raise ValueError(f"policy {config.policy} needs a scorer (the ranking it explores around)")
         self.names = Names.of(world)
         self._event_seq = 0
         self._seen: Counter[int] = Counter()
@@ -341,6 +341,17 @@ class Simulation:
         valid &= ~dup
         return items, source, valid
 
+    def rank(self, member: np.ndarray, items: np.ndarray, t: np.ndarray) -> np.ndarray | None:
+        """(B, C) scores of the ranking the policy explores around (None for the uniform policy)."""
+        if self.scorer is None:
+            return None
+        k = items.shape[1]
+        return self.scorer(np.repeat(member, k), np.maximum(items, 0).ravel(), np.repeat(t, k)).reshape(items.shape)
+
+    def predicted(self, rows: np.ndarray, cols: np.ndarray, scores: np.ndarray | None) -> np.ndarray | None:
+        """The model's click probability for each logged slot, where a model scored it."""
+        return scores[rows, cols] if scores is not None and self.scores_are_probabilities else None
+
     # ------------------------------------------------------------------ sessions
     def request_schedule(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         w, cfg = self.world, self.config
@@ -367,11 +378,7 @@ class Simulation:
     ) -> tuple[pa.Table, pa.Table]:
         w, nm, cfg = self.world, self.names, self.config
         items, source, valid = self.candidates(member, t, rng)
-        scores = None
-        if self.scorer is not None:
-            scores = self.scorer(
-                np.repeat(member, items.shape[1]), np.maximum(items, 0).ravel(), np.repeat(t, items.shape[1])
-            ).reshape(items.shape)
+        scores = self.rank(member, items, t)
         slate, prop = self.policy.choose(scores, valid, cfg.slate_size, rng)
         rows, pos = np.nonzero(slate >= 0)
         col = slate[rows, pos]
@@ -391,7 +398,7 @@ class Simulation:
         seen.update(keys.tolist())
         probs = self.truth.action_probs(mem, item, pos, t_imp, prior)
         acts = self.truth.sample(probs, rng)
-        predicted = scores[rows, col] if scores is not None and self.scores_are_probabilities else None
+        predicted = self.predicted(rows, col, scores)
 
         request_ids = _names(f"r{w.config.seed}-{cfg.seed}-", first_request + rows)
         member_names = nm.member.take(pa.array(mem))
