@@ -123,3 +123,24 @@ class GroundTruth:
 def oracle_order(relevance: np.ndarray) -> np.ndarray:
     """The best ranking of a candidate set: by relevance, since examination decreases with position."""
     return np.argsort(-relevance, kind="stable")
+
+
+def expected_clicks(relevance: np.ndarray, order: np.ndarray, examination: np.ndarray) -> float:
+    """Expected clicks on the first ``len(examination)`` slots when candidates are shown in ``order``."""
+    k = min(len(examination), len(order))
+    return float((examination[:k] * relevance[order[:k]]).sum())
+
+
+def oracle_ratio(relevance: np.ndarray, order: np.ndarray, examination: np.ndarray) -> float:
+    """A ranking's expected clicks as a share of the oracle's (1.0 is the best achievable)."""
+    best = expected_clicks(relevance, oracle_order(relevance), examination)
+    return expected_clicks(relevance, order, examination) / best if best > 0 else 1.0
+
+
+def ndcg_against_oracle(relevance: np.ndarray, order: np.ndarray, k: int) -> float:
+    """NDCG@k with the true relevance as the gain and the oracle's ranking as the ideal."""
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = relevance[oracle_order(relevance)[:k]]
+    got = relevance[order[:k]]
+    best = float((ideal * discounts[: len(ideal)]).sum())
+    return float((got * discounts[: len(got)]).sum()) / best if best > 0 else 1.0

@@ -4,6 +4,8 @@ isolation by topic prefix and Feast project, so tests never see the demo's data 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -59,25 +61,33 @@ def generator() -> SimulatedTraffic:
     return SimulatedTraffic(members=400, requests=400, seed=5)
 
 
-@pytest.fixture(scope="module")
-def pipeline(base_settings, generator, tmp_path_factory):
-    """Every service running as its own process on a fresh topic namespace, with traffic sent."""
-    s = isolated_settings(base_settings, tmp_path_factory.mktemp("pipeline"))
+@contextmanager
+def running_services(base: Settings, tmp_path, generator: SimulatedTraffic) -> Iterator[tuple[Settings, Supervisor]]:
+    """Every service as its own process on a fresh topic namespace with a trained mixer; torn down after."""
+    s = isolated_settings(base, tmp_path)
     train_spr(s, generator)
     sup = Supervisor(s)
     sup.start_all()
-    publish_traffic(s, generator, show_progress=False)
-    client = FeedClient(s)
-    expected = {n.removeprefix("fpr-") for n in pipeline_services(s) if n.startswith("fpr-")}
     try:
-        found = full_feeds(client, sup, [f"m{i}" for i in range(generator.members)], expected, 1)
-        assert found, f"no member got a feed from every FPR; logs in {s.log_dir}"
-        first = found[0]
-        yield {"settings": s, "supervisor": sup, "client": client, "expected": expected, "first_feed": first}
+        yield s, sup
     finally:
-        client.close()
         sup.stop_all()
         drop_topics(s)
+
+
+@pytest.fixture(scope="module")
+def pipeline(base_settings, generator, tmp_path_factory):
+    """The services with the generator's traffic sent, and one feed that mixes every FPR."""
+    with running_services(base_settings, tmp_path_factory.mktemp("pipeline"), generator) as (s, sup):
+        publish_traffic(s, generator, show_progress=False)
+        client = FeedClient(s)
+        expected = {n.removeprefix("fpr-") for n in pipeline_services(s) if n.startswith("fpr-")}
+        try:
+            found = full_feeds(client, sup, [f"m{i}" for i in range(generator.members)], expected, 1)
+            assert found, f"no member got a feed from every FPR; logs in {s.log_dir}"
+            yield {"settings": s, "supervisor": sup, "client": client, "expected": expected, "first_feed": found[0]}
+        finally:
+            client.close()
 
 
 def dead_letter_topic(s: Settings) -> str:

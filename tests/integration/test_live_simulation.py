@@ -11,25 +11,16 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from services.supervisor import Supervisor
-from services.train_spr import train_spr
 from simulator.logs import read_log
 
-from .conftest import drop_topics, isolated_settings
+from .conftest import running_services
 
 
 @pytest.fixture(scope="module")
 def empty_pipeline(base_settings, generator, tmp_path_factory):
     """Every service running on a fresh namespace with no traffic yet."""
-    s = isolated_settings(base_settings, tmp_path_factory.mktemp("live"))
-    train_spr(s, generator)
-    sup = Supervisor(s)
-    sup.start_all()
-    try:
-        yield s, sup
-    finally:
-        sup.stop_all()
-        drop_topics(s)
+    with running_services(base_settings, tmp_path_factory.mktemp("live"), generator) as running:
+        yield running
 
 
 def test_live_policy_logs_exact_propensities_and_feeds_back_events(empty_pipeline, tmp_path):

@@ -15,7 +15,7 @@ from simulator.logs import LogFormatError, read_log, write_csv
 from simulator.policies import EpsilonGreedy, UniformRandom
 from simulator.run import simulate_to_files
 from simulator.session import Simulation
-from simulator.truth import GroundTruth, oracle_order
+from simulator.truth import GroundTruth, expected_clicks, ndcg_against_oracle, oracle_order, oracle_ratio
 from simulator.world import ITEM_TYPE_NAMES, build_world
 
 
@@ -164,7 +164,12 @@ def test_oracle_ranks_by_relevance(world):
     order = oracle_order(rel)
     assert np.all(np.diff(rel[order]) <= 0)
     exam = truth.examination(np.arange(10))
-    assert (exam * rel[order][:10]).sum() >= (exam * rel[rng.permutation(50)][:10]).sum()
+    random_order = rng.permutation(50)
+    assert expected_clicks(rel, order, exam) >= expected_clicks(rel, random_order, exam)
+    assert oracle_ratio(rel, order, exam) == pytest.approx(1.0)
+    assert 0 < oracle_ratio(rel, random_order, exam) < 1
+    assert ndcg_against_oracle(rel, order, 10) == pytest.approx(1.0)
+    assert ndcg_against_oracle(rel, order[::-1], 10) < ndcg_against_oracle(rel, random_order, 10) < 1
 
 
 def test_same_seed_same_world_and_traffic(tmp_path):
