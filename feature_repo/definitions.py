@@ -1,8 +1,9 @@
-"""Feast entities and feature views: the feature families X_i, X_t, X_ij and X_ik of the mixer.
+"""Feast entities and feature views: one view per feature family of X_it.
 
-Each view is written online by the streaming feature service. The Parquet sources are where the
-offline store will live (paths relative to this repository, as Feast resolves them); the streaming
-service does not append to them yet.
+The views are generated from ``features.families.VIEWS`` (the single definition of what each family
+holds). The streaming feature service writes them online (Redis) and appends every written row to
+the offline store, Parquet files under ``offline/VIEW/`` of the project's Feast folder; the paths
+below are relative to this repository for the default project, as Feast resolves them.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from feast import Entity, FeatureView, Field, FileSource, ValueType
-from feast.types import Float32, Int64
+from feast.types import Float64, Int64
+
+from features.families import VIEWS, View
 
 member = Entity(
     name="member",
@@ -33,63 +36,28 @@ actor = Entity(
 item_type = Entity(
     name="item_type", join_keys=["item_type"], value_type=ValueType.STRING, description="post, job, course or member"
 )
+ENTITY_BY_KEY = {e.join_key: e for e in (member, item, actor, item_type)}
+ENTITIES = list(ENTITY_BY_KEY.values())
+TTL = timedelta(days=30)
 
-_TTL = timedelta(days=30)
 
-
-def _source(view: str) -> FileSource:
-    return FileSource(
-        name=f"{view}_source", path=f"../.feedrank/feast/offline/{view}.parquet", timestamp_field="event_timestamp"
+def feature_view(view: View) -> FeatureView:
+    schema = [Field(name=c, dtype=Int64 if c.endswith("_total") else Float64) for c in view.stored]
+    source = FileSource(
+        name=f"{view.name}_source",
+        path=f"../.feedrank/feast/feedrank/offline/{view.name}",
+        timestamp_field="event_timestamp",
+    )
+    return FeatureView(
+        name=view.name,
+        entities=[ENTITY_BY_KEY[k] for k in view.join_keys],
+        ttl=TTL,
+        schema=schema,
+        source=source,
+        online=True,
+        description=view.doc,
+        tags={"family": view.family},
     )
 
 
-def _counts(ctr: bool = True) -> list[Field]:
-    fields = [Field(name="impressions", dtype=Int64), Field(name="engagements", dtype=Int64)]
-    if ctr:
-        fields.append(Field(name="ctr", dtype=Float32))
-    return fields
-
-
-# X_i: how much the member engages with the feed at all.
-member_activity = FeatureView(
-    name="member_activity",
-    entities=[member],
-    ttl=_TTL,
-    schema=_counts(),
-    source=_source("member_activity"),
-    online=True,
-    tags={"family": "X_i"},
-)
-# X_t: the item's popularity.
-item_popularity = FeatureView(
-    name="item_popularity",
-    entities=[item],
-    ttl=_TTL,
-    schema=_counts(),
-    source=_source("item_popularity"),
-    online=True,
-    tags={"family": "X_t"},
-)
-# X_ij: the member's history with the item's actor.
-member_actor = FeatureView(
-    name="member_actor",
-    entities=[member, actor],
-    ttl=_TTL,
-    schema=_counts(),
-    source=_source("member_actor"),
-    online=True,
-    tags={"family": "X_ij"},
-)
-# X_ik: the member's appetite for this type of item.
-member_type = FeatureView(
-    name="member_type",
-    entities=[member, item_type],
-    ttl=_TTL,
-    schema=_counts(),
-    source=_source("member_type"),
-    online=True,
-    tags={"family": "X_ik"},
-)
-
-ENTITIES = [member, item, actor, item_type]
-FEATURE_VIEWS = [member_activity, item_popularity, member_actor, member_type]
+FEATURE_VIEWS = [feature_view(v) for v in VIEWS]

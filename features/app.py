@@ -1,7 +1,10 @@
-"""The streaming feature service: a Faust app folding ``member-events`` into feature counters.
+"""The streaming feature service: a Faust app folding ``member-events`` into the feature families.
 
-Counters live in a changelog-backed table (recovered from Kafka on restart); every micro-batch of
-changed rows is pushed to Feast's Redis online store. Bad events are dead-lettered with the reason.
+Rows live in a changelog-backed table (recovered from Kafka on restart). Each row remembers the last
+offset it applied per source partition, so events re-read after a crash are not counted twice.
+Changed rows go to Feast's Redis online store and to the offline Parquet store in micro-batches, and
+only then are their events acknowledged, so committed offsets never run ahead of what was written.
+Bad events are dead-lettered with the reason.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import logging
 import time
 
 import faust
+from prometheus_client import Counter, Histogram, start_http_server
 
-from features.aggregates import apply_event, feature_rows
+from features.families import apply_event, stored_rows
 from feedrank.contracts import ContractError, DeadLetter, MemberEvent, Topic, parse, topic_name
 from feedrank.settings import get_settings
 
@@ -32,6 +36,8 @@ app = faust.App(
     topic_replication_factor=1,
     consumer_auto_offset_reset="earliest",
     table_cleanup_interval=60.0,
+    broker_commit_every=1000,
+    broker_commit_interval=1.0,
 )
 member_events = app.topic(
     topic_name(Topic.MEMBER_EVENTS, settings.topic_prefix), key_serializer="raw", value_serializer="raw"
@@ -39,30 +45,98 @@ member_events = app.topic(
 dead_letters = app.topic(
     topic_name(Topic.DEAD_LETTERS, settings.topic_prefix), key_serializer="raw", value_serializer="raw"
 )
-# Row key (view|entity...) -> [impressions, engagements].
-counts = app.Table("feature-counts", default=None, partitions=settings.topic_partitions, key_type=str, value_type=list)
+# Row key (view|entity...) -> the row's decayed sums, totals, reference time and applied offsets.
+rows = app.Table("feature-rows", default=None, partitions=settings.topic_partitions, key_type=str, value_type=dict)
+
+FRESHNESS = Histogram(
+    "feedrank_feature_freshness_seconds",
+    "Event time to the feature being readable online",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 30, 60, 300, float("inf")),
+)
+EVENTS = Counter("feedrank_feature_events_total", "member-events processed", ["outcome"])
+ROWS_WRITTEN = Counter("feedrank_feature_rows_written_total", "feature rows written online and offline")
 
 
-class OnlineSink:
-    """Where changed rows go; the Feast writer is created lazily so importing the app stays cheap."""
+class Sinks:
+    """Online (Feast/Redis) and offline (Parquet) writers, created lazily so importing the app is cheap."""
 
     def __init__(self) -> None:
-        self._writer = None
+        self._online = None
+        self._offline = None
 
-    def write(self, rows_by_view: dict[str, list[dict]], event_time: float) -> int:
-        if self._writer is None:
+    def write(self, rows_by_view: dict[str, list[dict]], watermark: float) -> int:
+        if self._online is None:
+            from features.offline import OfflineAppender
             from features.store import OnlineWriter, feature_store
 
-            self._writer = OnlineWriter(feature_store(settings))
-        return self._writer.write(rows_by_view, event_time)
+            self._online = OnlineWriter(feature_store(settings))
+            self._offline = OfflineAppender(settings.feast_dir / "offline")
+        written = self._online.write(rows_by_view, watermark)
+        self._offline.append(rows_by_view)
+        return written
 
     def warm(self) -> None:
         """Load Feast and its registry before consuming, so the first micro-batch is not seconds late."""
         self.write({}, time.time())
 
 
-sink = OnlineSink()
-stats = {"events": 0, "dead_letters": 0, "rows_written": 0, "last_freshness_s": 0.0}
+sink = Sinks()
+
+
+class PendingRows:
+    """Rows changed, and events read, since the last flush.
+
+    Faust tables only accept writes while an event is current, so the agent iterates event by event
+    and micro-batching happens here, on the way to the stores. Rows are stamped with the event-time
+    watermark (the newest event time seen), which never goes backwards.
+    """
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+        self.events: list[faust.types.EventT] = []
+        self.event_times: list[float] = []
+        self.watermark = 0.0
+        self.since = time.monotonic()
+
+    def add(self, ev: faust.types.EventT, keys: list[str], event_time: float | None) -> None:
+        if not self.events:
+            self.since = time.monotonic()
+        self.events.append(ev)
+        self.keys.update(keys)
+        if event_time is not None:
+            self.event_times.append(event_time)
+            self.watermark = max(self.watermark, event_time)
+
+    def due(self) -> bool:
+        return len(self.keys) >= MICRO_BATCH or (
+            bool(self.events) and time.monotonic() - self.since >= MICRO_BATCH_WITHIN_S
+        )
+
+    def take(self):
+        out = sorted(self.keys), self.events, self.event_times, self.watermark
+        self.keys, self.events, self.event_times = set(), [], []
+        return out
+
+
+pending = PendingRows()
+_flush_lock = asyncio.Lock()
+
+
+async def flush() -> int:
+    """Write pending rows, then acknowledge their events; one flush at a time, so writes stay ordered."""
+    async with _flush_lock:
+        keys, events, event_times, watermark = pending.take()
+        written = 0
+        if keys:
+            batch = stored_rows(keys, rows)  # values as of now: a later flush only carries newer ones
+            written = await asyncio.get_running_loop().run_in_executor(None, sink.write, batch, watermark)
+            ROWS_WRITTEN.inc(written)
+            done = time.time()
+            for t in event_times:
+                FRESHNESS.observe(max(0.0, done - t))
+        for ev in events:
+            ev.ack()
+        return written
 
 
 def _dead_letter(ev: faust.types.EventT, reason: str) -> DeadLetter:
@@ -71,69 +145,21 @@ def _dead_letter(ev: faust.types.EventT, reason: str) -> DeadLetter:
     return DeadLetter.of("features", msg.topic, raw, reason, partition=msg.partition, offset=msg.offset, key=msg.key)
 
 
-class PendingRows:
-    """Row keys changed since the last flush; flushed by size in the agent and by time in a timer.
-
-    Faust tables only accept writes while an event is current, so the agent iterates event by event
-    and the micro-batching happens here, on the way to the online store. Rows are stamped with the
-    event-time watermark (the newest event time seen), which never goes backwards.
-    """
-
-    def __init__(self) -> None:
-        self.keys: set[str] = set()
-        self.watermark = 0.0
-        self.batch_newest = 0.0
-        self.since = time.monotonic()
-
-    def add(self, keys: list[str], event_time: float) -> None:
-        if not self.keys:
-            self.since = time.monotonic()
-        self.keys.update(keys)
-        self.watermark = max(self.watermark, event_time)
-        self.batch_newest = max(self.batch_newest, event_time)
-
-    def due(self) -> bool:
-        return len(self.keys) >= MICRO_BATCH or (
-            bool(self.keys) and time.monotonic() - self.since >= MICRO_BATCH_WITHIN_S
-        )
-
-    def take(self) -> tuple[list[str], float, float]:
-        keys, newest = sorted(self.keys), self.batch_newest
-        self.keys, self.batch_newest = set(), 0.0
-        return keys, self.watermark, newest
-
-
-pending = PendingRows()
-_flush_lock = asyncio.Lock()
-
-
-async def flush() -> int:
-    """Write the pending rows; one flush at a time, so the store sees the totals in order."""
-    async with _flush_lock:
-        keys, watermark, newest = pending.take()
-        if not keys:
-            return 0
-        rows = feature_rows(keys, counts)  # values as of now: a later flush can only carry newer ones
-        written = await asyncio.get_running_loop().run_in_executor(None, sink.write, rows, watermark)
-        stats["rows_written"] += written
-        stats["last_freshness_s"] = time.time() - newest
-        return written
-
-
 @app.agent(member_events)
 async def aggregate(stream: faust.StreamT) -> None:
-    async for ev in stream.events():
+    async for ev in stream.noack().events():
         try:
             event = parse(MemberEvent, ev.value)
         except ContractError as err:
             letter = _dead_letter(ev, str(err))
             await dead_letters.send(key=(letter.key or "").encode(), value=letter.to_bytes())
-            stats["dead_letters"] += 1
+            EVENTS.labels("dead_letter").inc()
+            pending.add(ev, [], None)
             yield 0
             continue
-        changed = apply_event(event, counts)
-        pending.add(changed, event.timestamp)
-        stats["events"] += 1
+        changed = apply_event(event, rows, source=(ev.message.partition, ev.message.offset))
+        pending.add(ev, changed, event.timestamp if changed else None)
+        EVENTS.labels("applied" if changed else "no_change").inc()
         if len(pending.keys) >= MICRO_BATCH:
             await flush()
         yield len(changed)
@@ -150,6 +176,11 @@ def main() -> None:
     from services.kafka_io import ensure_topics
 
     ensure_topics(settings)
+    if settings.features_metrics_port:
+        try:
+            start_http_server(settings.features_metrics_port, addr="127.0.0.1")
+        except OSError as err:  # another service holds the port: features still flow, metrics do not
+            log.warning("metrics port %d unavailable (%s); metrics off", settings.features_metrics_port, err)
     sink.warm()
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

@@ -10,10 +10,11 @@ import pandas as pd
 from feast import FeatureStore, RepoConfig
 
 from feature_repo.definitions import ENTITIES, FEATURE_VIEWS
+from features.families import VIEWS
 from feedrank.settings import Settings
 
-# Features the mixer reads, as Feast references ("view:feature").
-SERVING_FEATURES: list[str] = [f"{fv.name}:{f.name}" for fv in FEATURE_VIEWS for f in fv.features]
+# Every stored feature, as Feast references ("view:feature").
+SERVING_FEATURES: list[str] = [f"{v.name}:{c}" for v in VIEWS for c in v.stored]
 
 
 def feature_store(settings: Settings) -> FeatureStore:
@@ -62,20 +63,23 @@ class OnlineWriter:
         return written
 
 
+def entity_rows(member_id: str, candidates: Sequence[tuple[str, str, str]]) -> list[dict[str, str]]:
+    """(item_id, item_type, actor_id) candidates to Feast entity rows carrying every join key."""
+    return [{"member_id": member_id, "item_id": i, "item_type": t, "actor_id": a} for i, t, a in candidates]
+
+
 class OnlineReader:
-    """Reads every serving feature for one member and many candidates in one Feast call."""
+    """Feast's SDK read of every stored feature for one member and many candidates (``view__feature``)."""
 
     def __init__(self, store: FeatureStore, features: Sequence[str] = SERVING_FEATURES) -> None:
         self._store = store
         self._features = list(features)
 
     def read(self, member_id: str, candidates: Sequence[tuple[str, str, str]]) -> pd.DataFrame:
-        """``candidates`` are (item_id, item_type, actor_id); returns one row per candidate, in order."""
-        rows = [
-            {"member_id": member_id, "item_id": item_id, "item_type": item_type, "actor_id": actor_id}
-            for item_id, item_type, actor_id in candidates
-        ]
-        if not rows:
+        """One row per candidate, in order."""
+        if not candidates:
             return pd.DataFrame(columns=[f.replace(":", "__") for f in self._features])
-        resp = self._store.get_online_features(features=self._features, entity_rows=rows, full_feature_names=True)
+        resp = self._store.get_online_features(
+            features=self._features, entity_rows=entity_rows(member_id, candidates), full_feature_names=True
+        )
         return pd.DataFrame(resp.to_dict())

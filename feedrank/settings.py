@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     feast_repo: Path = REPO_ROOT / "feature_repo"
     feast_project: str = "feedrank"
 
+    # Prometheus metrics of the feature service (freshness, throughput) on 127.0.0.1; 0 turns them off.
+    features_metrics_port: int = Field(default=9108, ge=0, le=65535)
+
     # Feed assembly
     feed_size: int = Field(default=20, ge=1, le=MAX_FEED_SIZE)
     gather_deadline_ms: int = Field(default=500, ge=1)

@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from features.families import derive
 from feedrank.contracts import ContractError, FeedRequest, FprCandidates, RankedFeed, Topic, parse
 from feedrank.settings import Settings
 from rankers.mixer.mixer import assemble, candidate_frame
@@ -54,9 +55,9 @@ class Mixer:
             feats = self.reader.read(
                 request.member_id, list(cands[["item_id", "item_type", "actor_id"]].itertuples(index=False))
             )
-            raw = feats.drop(columns=["member_id", "item_id", "item_type", "actor_id"], errors="ignore")
-            raw = raw.reset_index(drop=True).join(cands.reset_index(drop=True))
-            scores = self.model.predict_proba(raw)[:, 1]
+            stored = feats.drop(columns=["member_id", "item_id", "item_type", "actor_id"], errors="ignore")
+            derived = derive(stored.reset_index(drop=True), request.requested_at)
+            scores = self.model.predict_proba(derived.join(cands.reset_index(drop=True)))[:, 1]
         else:
             scores = []
         items, _ = assemble(request.member_id, request.feed_size, cands, scores, self.rules)

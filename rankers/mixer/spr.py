@@ -14,36 +14,16 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
+from features.families import DERIVED_BY_FAMILY, PRIOR_CTR
 from feedrank.contracts import ItemType
 
-COUNT_FEATURES = [
-    "member_activity__impressions",
-    "member_activity__engagements",
-    "item_popularity__impressions",
-    "item_popularity__engagements",
-    "member_actor__impressions",
-    "member_actor__engagements",
-    "member_type__impressions",
-    "member_type__engagements",
-]
-RATE_FEATURES = ["member_activity__ctr", "item_popularity__ctr", "member_actor__ctr", "member_type__ctr"]
 TYPE_FEATURES = [f"type_{t.value}" for t in ItemType]
 
-# Model input columns grouped by the family they belong to (for explain and docs).
-FAMILIES: dict[str, list[str]] = {
-    "X_i": ["log_member_activity__impressions", "log_member_activity__engagements", "member_activity__ctr"],
-    "X_t": [
-        "log_item_popularity__impressions",
-        "log_item_popularity__engagements",
-        "item_popularity__ctr",
-        "fpr_score",
-        *TYPE_FEATURES,
-    ],
-    "X_ij": ["log_member_actor__impressions", "log_member_actor__engagements", "member_actor__ctr"],
-    "X_ik": ["log_member_type__impressions", "log_member_type__engagements", "member_type__ctr"],
-}
+# Model input columns grouped by the family they belong to (for explanations and docs). The stream
+# features are ``features.families.derive``'s output, computed the same way for training and serving.
+FAMILIES: dict[str, list[str]] = {fam: list(cols) for fam, cols in DERIVED_BY_FAMILY.items()}
+FAMILIES["X_t"] = [*FAMILIES["X_t"], "fpr_score", *TYPE_FEATURES]
 MODEL_COLUMNS: list[str] = [c for cols in FAMILIES.values() for c in cols]
-PRIOR_CTR = 0.05
 
 
 def _numeric(raw: pd.DataFrame, column: str, missing: float) -> pd.Series:
@@ -52,21 +32,18 @@ def _numeric(raw: pd.DataFrame, column: str, missing: float) -> pd.Series:
     return pd.to_numeric(raw[column], errors="coerce").fillna(missing).astype(float)
 
 
-def design_matrix(raw: pd.DataFrame) -> pd.DataFrame:
-    """Raw online/offline features (+ ``item_type``, ``fpr_score``) to the model's columns.
+def design_matrix(X: pd.DataFrame) -> pd.DataFrame:
+    """Derived features (+ ``item_type``, ``fpr_score``) to the model's columns, in order.
 
-    Missing features (a new member, a new item) mean "no history": zero counts and the prior CTR.
+    A missing derived feature means "no history": zero for counts and flags, the prior for rates.
     """
-    out = pd.DataFrame(index=raw.index)
-    for c in COUNT_FEATURES:
-        out[f"log_{c}"] = np.log1p(_numeric(raw, c, 0.0).clip(lower=0.0))
-    for c in RATE_FEATURES:
-        out[c] = _numeric(raw, c, PRIOR_CTR)
-    out["fpr_score"] = _numeric(raw, "fpr_score", 0.0)
-    item_type = raw["item_type"].astype(str)
-    for t in ItemType:
-        out[f"type_{t.value}"] = (item_type == t.value).astype(float)
-    return out[MODEL_COLUMNS]
+    out = pd.DataFrame(index=X.index)
+    for c in MODEL_COLUMNS:
+        if c in TYPE_FEATURES:
+            out[c] = (X["item_type"].astype(str) == c.removeprefix("type_")).astype(float)
+        else:
+            out[c] = _numeric(X, c, PRIOR_CTR if "__ctr_" in c else 0.0)
+    return out
 
 
 class SecondPassRanker(ClassifierMixin, BaseEstimator):

@@ -1,10 +1,11 @@
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from features.aggregates import ViewKey, apply_event, ctr, feature_rows, recompute
+from features.families import VIEWS, RowKey, apply_event, ctr, derive, recompute, stored_rows
 from features.training_set import build_training_set
 from feedrank.contracts import EventType, ItemType, MemberEvent
 from rankers.jobs.ranker import SkillMatchScorer
@@ -27,27 +28,56 @@ def resp(kind, member="m1", item="p1", actor="m2", item_type=ItemType.POST, ts=N
     )
 
 
-def test_counts_per_family():
-    counts = recompute([resp(EventType.IMPRESSION), resp(EventType.IMPRESSION), resp(EventType.CLICK)])
-    assert counts[ViewKey("member_activity", ("m1",)).encode()] == [2, 1]
-    assert counts[ViewKey("item_popularity", ("p1",)).encode()] == [2, 1]
-    assert counts[ViewKey("member_actor", ("m1", "m2")).encode()] == [2, 1]
-    assert counts[ViewKey("member_type", ("m1", "post")).encode()] == [2, 1]
+def test_every_family_is_updated():
+    table = recompute([resp(EventType.IMPRESSION), resp(EventType.IMPRESSION), resp(EventType.CLICK)])
+    views = {RowKey.decode(k).view for k in table}
+    assert views == {v.name for v in VIEWS}
+    assert {v.family for v in VIEWS} == {"X_i", "X_t", "X_ij", "X_ik", "X_ijk", "X_io"}
+    row = table[RowKey("member_actor_type", ("m1", "m2", "post")).encode()]
+    assert row["n"] == [2, 1, 0]
+
+
+def test_decayed_sums_halve_per_half_life_and_ignore_order():
+    events = [
+        resp(EventType.IMPRESSION, ts=NOW - 3600),
+        resp(EventType.IMPRESSION, ts=NOW),
+        resp(EventType.HIDE, ts=NOW - 10),
+    ]
+    a, b = recompute(events), recompute(events[::-1])
+    key = RowKey("member_stats", ("m1",)).encode()
+    assert a[key]["as_of"] == NOW
+    assert a[key]["imp"] == pytest.approx([1.5, 1 + 0.5 ** (1 / 24), 1 + 0.5 ** (1 / 168)])
+    assert a[key]["imp"] == pytest.approx(b[key]["imp"]) and a[key]["n"] == [2, 0, 1]
+
+
+def test_replayed_events_are_not_counted_twice():
+    table: dict = {}
+    first = apply_event(resp(EventType.CLICK), table, source=(0, 41))
+    again = apply_event(resp(EventType.CLICK), table, source=(0, 41))
+    older = apply_event(resp(EventType.CLICK), table, source=(0, 40))
+    other_partition = apply_event(resp(EventType.CLICK), table, source=(1, 3))
+    assert len(first) == 7 and again == [] and older == []
+    assert len(other_partition) == 7
+    assert table[RowKey("member_stats", ("m1",)).encode()]["n"] == [0, 2, 0]
 
 
 def test_non_response_events_change_nothing():
-    counts: dict[str, list[int]] = {}
     joined = MemberEvent(event_id="j", event_type=EventType.MEMBER_JOINED, member_id="m1", timestamp=NOW)
-    assert apply_event(joined, counts) == [] and counts == {}
+    table: dict = {}
+    assert apply_event(joined, table) == [] and table == {}
 
 
-def test_feature_rows_carry_join_keys_and_smoothed_ctr():
-    counts = recompute([resp(EventType.IMPRESSION), resp(EventType.CLICK)])
-    rows = feature_rows(counts.keys(), counts)
-    assert rows["member_actor"] == [
-        {"member_id": "m1", "actor_id": "m2", "impressions": 1, "engagements": 1, "ctr": pytest.approx(ctr(1, 1))}
-    ]
-    assert ctr(0, 0) == pytest.approx(0.05) and 0.05 < ctr(1, 1) < 1
+def test_stored_rows_and_derived_features():
+    table = recompute([resp(EventType.IMPRESSION, ts=NOW - 86_400), resp(EventType.CLICK, ts=NOW - 86_400)])
+    rows = stored_rows(table.keys(), table)
+    (actor_row,) = rows["member_actor"]
+    assert actor_row["member_id"] == "m1" and actor_row["actor_id"] == "m2" and actor_row["imp_7d"] == 1.0
+    stored = pd.DataFrame([{f"member_actor__{k}": v for k, v in actor_row.items()}])
+    day_later = derive(stored, NOW)  # decayed by one day at read time
+    assert np.expm1(day_later["member_actor__log_imp_7d"][0]) == pytest.approx(0.5 ** (1 / 7))
+    assert day_later["member_actor__ctr_7d"][0] == pytest.approx(ctr(0.5 ** (1 / 7), 0.5 ** (1 / 7)))
+    nothing = derive(pd.DataFrame(index=[0]), NOW)  # no history: zero counts, the prior rate
+    assert nothing["member_stats__log_imp_1h"][0] == 0 and nothing["member_stats__ctr_1h"][0] == pytest.approx(0.05)
 
 
 def test_training_rows_are_point_in_time():
@@ -68,8 +98,9 @@ def test_training_rows_are_point_in_time():
         resp(EventType.IMPRESSION, item="j1", actor="co1", item_type=ItemType.JOB, ts=NOW - 300),
     ]
     rows = build_training_set(reversed(events), {ItemType.JOB: SkillMatchScorer()})
-    assert list(rows["item_popularity__impressions"]) == [0, 1, 2]  # never counts itself or the future
-    assert list(rows["item_popularity__engagements"]) == [0, 0, 1]
+    seen = np.expm1(rows["member_item__log_seen"]).round(6).tolist()
+    assert seen == [0, 1, 2]  # never counts itself or the future
+    assert rows["member_item__engaged_before"].tolist() == [0, 0, 1]
     assert list(rows["label"]) == [1, 1, 0]  # engaged after the first two, not after the third
 
 
@@ -106,11 +137,10 @@ def test_spr_learns_the_generator_truth():
 
 
 def test_design_matrix_fills_missing_history():
-    import pandas as pd
-
     X = design_matrix(pd.DataFrame({"item_type": ["job", "post"]}))
     assert list(X.columns) == MODEL_COLUMNS
-    assert (X["member_activity__ctr"] == 0.05).all() and (X["type_job"] == [1.0, 0.0]).all()
+    assert (X["member_stats__ctr_1h"] == 0.05).all() and (X["type_job"] == [1.0, 0.0]).all()
+    assert (X["member_item__log_seen"] == 0).all()
 
 
 def test_spr_refuses_one_class():

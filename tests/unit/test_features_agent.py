@@ -7,7 +7,7 @@ import time
 import pytest
 
 from features import app as feature_app
-from features.aggregates import ViewKey
+from features.families import RowKey
 
 
 class RecordingSink:
@@ -46,7 +46,7 @@ def agent_env(monkeypatch):
     sink, letters = RecordingSink(), RecordingTopic()
     monkeypatch.setattr(feature_app, "sink", sink)
     monkeypatch.setattr(feature_app, "dead_letters", letters)
-    feature_app.counts.data.clear()
+    feature_app.rows.data.clear()
     return sink, letters
 
 
@@ -62,9 +62,10 @@ def test_agent_counts_writes_rows_and_dead_letters(agent_env):
             await feature_app.flush()
 
     asyncio.run(scenario())
-    assert feature_app.counts[ViewKey("member_actor", ("m1", "m2")).encode()] == [1, 1]
+    assert feature_app.rows[RowKey("member_actor", ("m1", "m2")).encode()]["n"] == [1, 1, 0]
     rows, _ = sink.batches[-1]
-    assert rows["member_activity"][0]["impressions"] == 1 and rows["member_activity"][0]["engagements"] == 1
+    assert rows["member_stats"][0]["imp_total"] == 1 and rows["member_stats"][0]["eng_total"] == 1
+    assert rows["member_stats"][0]["imp_7d"] > 0.99
     reasons = [json.loads(v)["reason"] for _, v in letters.sent]
     assert len(reasons) == 2
     assert "malformed JSON" in reasons[0] and "item_actor_id" in reasons[1]

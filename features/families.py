@@ -1,0 +1,228 @@
+"""The feature families of X_it, as streaming aggregates: what each event updates, and what it means.
+
+One definition serves the Faust service (which folds events into rows), the Feast repository (which
+declares the views), training (which replays rows point-in-time) and serving (which reads them).
+
+Counts are exponentially decayed sums with half-lives of 1 hour, 1 day and 7 days, kept at a
+reference time ``as_of`` (the newest event time folded into the row). An increment at time t adds
+``2^-((as_of - t) / h)``, so the sums do not depend on the order events arrive in, and a reader
+decays them to its own time with one factor. Rates and velocities are derived at read time by
+:func:`derive`, the same function for training and serving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, MutableMapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from feedrank.contracts import ENGAGEMENT_TYPES, EventType, MemberEvent
+
+HALF_LIFE_S: dict[str, float] = {"1h": 3600.0, "1d": 86_400.0, "7d": 7 * 86_400.0}
+PRIOR_CTR = 0.05
+PRIOR_WEIGHT = 10.0
+SEP = "|"
+
+
+@dataclass(frozen=True)
+class View:
+    name: str
+    join_keys: tuple[str, ...]
+    family: str
+    windows: tuple[str, ...]
+    doc: str
+
+    @property
+    def stored(self) -> list[str]:
+        """Columns written to the online and offline stores (besides the join keys)."""
+        return [
+            *(f"imp_{w}" for w in self.windows),
+            *(f"eng_{w}" for w in self.windows),
+            "imp_total",
+            "eng_total",
+            "hide_total",
+            "as_of",
+        ]
+
+
+VIEWS: tuple[View, ...] = (
+    View("member_stats", ("member_id",), "X_i", ("1h", "1d", "7d"), "how much the member engages with the feed"),
+    View("item_stats", ("item_id",), "X_t", ("1h", "1d", "7d"), "the item's popularity and velocity"),
+    View("actor_stats", ("actor_id",), "X_t", ("7d",), "the popularity of the item's creator"),
+    View("member_actor", ("member_id", "actor_id"), "X_ij", ("7d",), "the member's affinity for the actor"),
+    View("member_type", ("member_id", "item_type"), "X_ik", ("1d", "7d"), "the member's appetite for the type"),
+    View(
+        "member_actor_type",
+        ("member_id", "actor_id", "item_type"),
+        "X_ijk",
+        ("7d",),
+        "the member's history with this actor's items of this type",
+    ),
+    View(
+        "member_item",
+        ("member_id", "item_id"),
+        "X_io",
+        ("7d",),
+        "the member's history with this very item: fatigue, past engagement, hides",
+    ),
+)
+VIEW_BY_NAME = {v.name: v for v in VIEWS}
+
+
+@dataclass(frozen=True)
+class RowKey:
+    """One row of one view: its name and entity values in join-key order."""
+
+    view: str
+    entities: tuple[str, ...]
+
+    def encode(self) -> str:
+        return SEP.join((self.view, *self.entities))
+
+    @staticmethod
+    def decode(raw: str) -> RowKey:
+        view, *entities = raw.split(SEP)
+        return RowKey(view, tuple(entities))
+
+
+def rows_for(e: MemberEvent) -> list[RowKey]:
+    """The rows an impression, engagement or hide updates; other events update none."""
+    if e.event_type != EventType.IMPRESSION and e.event_type != EventType.HIDE and e.event_type not in ENGAGEMENT_TYPES:
+        return []
+    assert e.item_id is not None and e.item_type is not None and e.item_actor_id is not None
+    m, i, a, t = e.member_id, e.item_id, e.item_actor_id, e.item_type.value
+    return [
+        RowKey("member_stats", (m,)),
+        RowKey("item_stats", (i,)),
+        RowKey("actor_stats", (a,)),
+        RowKey("member_actor", (m, a)),
+        RowKey("member_type", (m, t)),
+        RowKey("member_actor_type", (m, a, t)),
+        RowKey("member_item", (m, i)),
+    ]
+
+
+def _new_row(view: View) -> dict:
+    return {"as_of": 0.0, "imp": [0.0] * len(view.windows), "eng": [0.0] * len(view.windows), "n": [0, 0, 0], "off": {}}
+
+
+def fold(row: dict | None, view: View, e: MemberEvent, source: tuple[int, int] | None = None) -> dict | None:
+    """The row after event ``e``; None if ``e`` was already folded into it (an idempotent replay).
+
+    ``source`` is the event's (partition, offset): a row remembers the last offset it applied per
+    partition, so re-reading events after a restart never counts them twice.
+    """
+    row = (
+        _new_row(view)
+        if row is None
+        else {**row, "imp": list(row["imp"]), "eng": list(row["eng"]), "n": list(row["n"]), "off": dict(row["off"])}
+    )
+    if source is not None:
+        part, offset = str(source[0]), source[1]
+        if row["off"].get(part, -1) >= offset:
+            return None
+        row["off"][part] = offset
+    t = e.timestamp
+    if t > row["as_of"]:  # move the reference time forward, decaying what is there
+        for k, w in enumerate(view.windows):
+            f = 0.5 ** ((t - row["as_of"]) / HALF_LIFE_S[w]) if row["as_of"] else 0.0
+            row["imp"][k] *= f
+            row["eng"][k] *= f
+        row["as_of"] = t
+    et = e.event_type
+    target, total = ("imp", 0) if et == EventType.IMPRESSION else ("eng", 1) if et in ENGAGEMENT_TYPES else (None, 2)
+    if target is not None:
+        for k, w in enumerate(view.windows):
+            row[target][k] += 0.5 ** ((row["as_of"] - t) / HALF_LIFE_S[w])
+    row["n"][total] += 1
+    return row
+
+
+def apply_event(e: MemberEvent, table: MutableMapping[str, dict], source: tuple[int, int] | None = None) -> list[str]:
+    """Fold ``e`` into every row it updates; returns the keys that changed."""
+    changed = []
+    for rk in rows_for(e):
+        key = rk.encode()
+        new = fold(table.get(key), VIEW_BY_NAME[rk.view], e, source)
+        if new is not None:
+            table[key] = new
+            changed.append(key)
+    return changed
+
+
+def recompute(events: Iterable[MemberEvent]) -> dict[str, dict]:
+    table: dict[str, dict] = {}
+    for e in events:
+        apply_event(e, table)
+    return table
+
+
+def stored_row(key: str, row: Mapping) -> tuple[str, dict]:
+    """(view name, the columns the stores hold) for one table row."""
+    rk = RowKey.decode(key)
+    view = VIEW_BY_NAME[rk.view]
+    out: dict[str, object] = dict(zip(view.join_keys, rk.entities, strict=True))
+    for k, w in enumerate(view.windows):
+        out[f"imp_{w}"] = float(row["imp"][k])
+        out[f"eng_{w}"] = float(row["eng"][k])
+    out["imp_total"], out["eng_total"], out["hide_total"] = (int(x) for x in row["n"])
+    out["as_of"] = float(row["as_of"])
+    return view.name, out
+
+
+def stored_rows(keys: Iterable[str], table: Mapping[str, Mapping]) -> dict[str, list[dict]]:
+    rows: dict[str, list[dict]] = {}
+    for key in keys:
+        view, out = stored_row(key, table[key])
+        rows.setdefault(view, []).append(out)
+    return rows
+
+
+def ctr(impressions, engagements):
+    """Engagement rate smoothed toward a prior, so one lucky click is not a 100% CTR."""
+    return (engagements + PRIOR_CTR * PRIOR_WEIGHT) / (impressions + PRIOR_WEIGHT)
+
+
+def derive(stored: pd.DataFrame, now: pd.Series | np.ndarray | float) -> pd.DataFrame:
+    """Model-ready features from stored columns named ``view__column``, decayed to time ``now``.
+
+    Missing rows (no history) give zero counts and the prior CTR. Used by training and serving alike.
+    """
+    out = pd.DataFrame(index=stored.index)
+    now_arr = np.broadcast_to(np.asarray(now, dtype=float), (len(stored),))
+
+    def col(name: str, default: float = 0.0) -> np.ndarray:
+        if name not in stored:
+            return np.full(len(stored), default)
+        return pd.to_numeric(stored[name], errors="coerce").fillna(default).to_numpy(dtype=float)
+
+    for view in VIEWS:
+        p = view.name
+        age = np.maximum(0.0, now_arr - col(f"{p}__as_of", np.nan))
+        for w in view.windows:
+            factor = np.where(np.isnan(age), 0.0, 0.5 ** (np.nan_to_num(age) / HALF_LIFE_S[w]))
+            imp, eng = col(f"{p}__imp_{w}") * factor, col(f"{p}__eng_{w}") * factor
+            out[f"{p}__log_imp_{w}"] = np.log1p(imp)
+            out[f"{p}__log_eng_{w}"] = np.log1p(eng)
+            out[f"{p}__ctr_{w}"] = ctr(imp, eng)
+            if p == "item_stats" and w == "1h":
+                imp_1h = imp
+            if p == "item_stats" and w == "1d":
+                out["item_stats__velocity"] = np.log1p(imp_1h) - np.log1p(imp / 24.0)
+    mi = "member_item"
+    out[f"{mi}__log_seen"] = np.log1p(col(f"{mi}__imp_total"))
+    out[f"{mi}__engaged_before"] = (col(f"{mi}__eng_total") > 0).astype(float)
+    out[f"{mi}__hidden_before"] = (col(f"{mi}__hide_total") > 0).astype(float)
+    return out
+
+
+DERIVED_BY_FAMILY: dict[str, list[str]] = {}
+for _v in VIEWS:
+    cols = [f"{_v.name}__{k}_{w}" for w in _v.windows for k in ("log_imp", "log_eng", "ctr")]
+    if _v.name == "item_stats":
+        cols.append("item_stats__velocity")
+    if _v.name == "member_item":
+        cols += [f"{_v.name}__log_seen", f"{_v.name}__engaged_before", f"{_v.name}__hidden_before"]
+    DERIVED_BY_FAMILY.setdefault(_v.family, []).extend(cols)
