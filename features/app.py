@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 
 import faust
 from prometheus_client import Counter, Histogram, start_http_server
@@ -23,7 +24,7 @@ from feedrank.settings import get_settings
 log = logging.getLogger(__name__)
 settings = get_settings()
 
-MICRO_BATCH = 500
+MICRO_BATCH = 5000  # changed rows
 MICRO_BATCH_WITHIN_S = 0.05
 
 app = faust.App(
@@ -48,6 +49,12 @@ dead_letters = app.topic(
 # Row key (view|entity...) -> the row's decayed sums, totals, reference time and applied offsets.
 rows = app.Table("feature-rows", default=None, partitions=settings.topic_partitions, key_type=str, value_type=dict)
 
+
+def changelog_partition(key: str) -> int:
+    """Every version of a row goes to one changelog partition, so recovery replays its history in order."""
+    return zlib.crc32(key.encode()) % settings.topic_partitions
+
+
 FRESHNESS = Histogram(
     "feedrank_feature_freshness_seconds",
     "Event time to the feature being readable online",
@@ -58,84 +65,131 @@ ROWS_WRITTEN = Counter("feedrank_feature_rows_written_total", "feature rows writ
 
 
 class Sinks:
-    """Online (Feast/Redis) and offline (Parquet) writers, created lazily so importing the app is cheap."""
+    """Online (Feast/Redis) and offline (Parquet) writers, created lazily so importing the app is cheap.
+
+    Offline rows are buffered into larger files (every OFFLINE_EVERY_S or OFFLINE_MAX_ROWS rows).
+    """
 
     def __init__(self) -> None:
         self._online = None
         self._offline = None
+        self._buffer: dict[str, list[dict]] = {}
+        self._buffered = 0
+        self._since = time.monotonic()
 
-    def write(self, rows_by_view: dict[str, list[dict]], watermark: float) -> int:
+    def _open(self) -> None:
         if self._online is None:
             from features.offline import OfflineAppender
             from features.store import OnlineWriter, feature_store
 
-            self._online = OnlineWriter(feature_store(settings))
+            self._online = OnlineWriter(feature_store(settings), settings)
             self._offline = OfflineAppender(settings.feast_dir / "offline")
+
+    def write_online(self, rows_by_view: dict[str, list[dict]], watermark: float) -> int:
+        self._open()
         written = self._online.write(rows_by_view, watermark)
-        self._offline.append(rows_by_view)
+        for view, batch in rows_by_view.items():
+            self._buffer.setdefault(view, []).extend(batch)
+            self._buffered += len(batch)
         return written
+
+    @property
+    def buffered(self) -> int:
+        return self._buffered
+
+    def offline_due(self) -> bool:
+        return self._buffered >= OFFLINE_MAX_ROWS or (
+            self._buffered > 0 and time.monotonic() - self._since >= OFFLINE_EVERY_S
+        )
+
+    def write_offline(self) -> int:
+        self._open()
+        buffer, n = self._buffer, self._buffered
+        self._buffer, self._buffered, self._since = {}, 0, time.monotonic()
+        self._offline.append(buffer)
+        return n
 
     def warm(self) -> None:
         """Load Feast and its registry before consuming, so the first micro-batch is not seconds late."""
-        self.write({}, time.time())
+        self._open()
 
 
 sink = Sinks()
+OFFLINE_EVERY_S = 2.0
+OFFLINE_MAX_ROWS = 200_000
 
 
-class PendingRows:
-    """Rows changed, and events read, since the last flush.
+class WriteBehind:
+    """Rows changed and events read since the last flush.
 
-    Faust tables only accept writes while an event is current, so the agent iterates event by event
-    and micro-batching happens here, on the way to the stores. Rows are stamped with the event-time
-    watermark (the newest event time seen), which never goes backwards.
+    The agent folds events into this overlay instead of the table, so a row changed by many events
+    in a micro-batch costs one changelog message, not one per event. A flush moves the rows into the
+    table and its changelog, then to Redis; events are acknowledged only once their rows are also in
+    the offline store, so committed offsets never run ahead of what was written. Rows are stamped
+    with the event-time watermark (the newest event time seen), which never goes backwards.
     """
 
     def __init__(self) -> None:
-        self.keys: set[str] = set()
+        self.rows: dict[str, dict] = {}
         self.events: list[faust.types.EventT] = []
         self.event_times: list[float] = []
+        self.unacked: list[faust.types.EventT] = []  # written online, waiting for the offline write
         self.watermark = 0.0
         self.since = time.monotonic()
 
-    def add(self, ev: faust.types.EventT, keys: list[str], event_time: float | None) -> None:
+    def get(self, key: str, default=None):
+        row = self.rows.get(key)
+        return row if row is not None else rows.data.get(key, default)
+
+    def __setitem__(self, key: str, row: dict) -> None:
+        self.rows[key] = row
+
+    def add(self, ev: faust.types.EventT, event_time: float | None) -> None:
         if not self.events:
             self.since = time.monotonic()
         self.events.append(ev)
-        self.keys.update(keys)
         if event_time is not None:
             self.event_times.append(event_time)
             self.watermark = max(self.watermark, event_time)
 
     def due(self) -> bool:
-        return len(self.keys) >= MICRO_BATCH or (
+        return len(self.rows) >= MICRO_BATCH or (
             bool(self.events) and time.monotonic() - self.since >= MICRO_BATCH_WITHIN_S
         )
 
     def take(self):
-        out = sorted(self.keys), self.events, self.event_times, self.watermark
-        self.keys, self.events, self.event_times = set(), [], []
+        out = self.rows, self.events, self.event_times, self.watermark
+        self.rows, self.events, self.event_times = {}, [], []
         return out
 
 
-pending = PendingRows()
+pending = WriteBehind()
 _flush_lock = asyncio.Lock()
 
 
-async def flush() -> int:
-    """Write pending rows, then acknowledge their events; one flush at a time, so writes stay ordered."""
+async def flush(force_offline: bool = False) -> int:
+    """Changelog, then Redis, then (when due) Parquet and acks; one flush at a time, in order."""
     async with _flush_lock:
-        keys, events, event_times, watermark = pending.take()
+        changed, events, event_times, watermark = pending.take()
         written = 0
-        if keys:
-            batch = stored_rows(keys, rows)  # values as of now: a later flush only carries newer ones
-            written = await asyncio.get_running_loop().run_in_executor(None, sink.write, batch, watermark)
+        loop = asyncio.get_running_loop()
+        if changed:
+            for key, row in changed.items():
+                rows.data[key] = row
+                rows.send_changelog(changelog_partition(key), key, row)
+            batch = stored_rows(changed.keys(), changed)
+            written = await loop.run_in_executor(None, sink.write_online, batch, watermark)
             ROWS_WRITTEN.inc(written)
             done = time.time()
             for t in event_times:
                 FRESHNESS.observe(max(0.0, done - t))
-        for ev in events:
-            ev.ack()
+        pending.unacked.extend(events)
+        if pending.unacked and (force_offline or sink.offline_due() or not sink.buffered):
+            if sink.buffered:
+                await loop.run_in_executor(None, sink.write_offline)
+            for ev in pending.unacked:
+                ev.ack()
+            pending.unacked = []
         return written
 
 
@@ -154,20 +208,20 @@ async def aggregate(stream: faust.StreamT) -> None:
             letter = _dead_letter(ev, str(err))
             await dead_letters.send(key=(letter.key or "").encode(), value=letter.to_bytes())
             EVENTS.labels("dead_letter").inc()
-            pending.add(ev, [], None)
+            pending.add(ev, None)
             yield 0
             continue
-        changed = apply_event(event, rows, source=(ev.message.partition, ev.message.offset))
-        pending.add(ev, changed, event.timestamp if changed else None)
+        changed = apply_event(event, pending, source=(ev.message.partition, ev.message.offset))
+        pending.add(ev, event.timestamp if changed else None)
         EVENTS.labels("applied" if changed else "no_change").inc()
-        if len(pending.keys) >= MICRO_BATCH:
+        if len(pending.rows) >= MICRO_BATCH:
             await flush()
         yield len(changed)
 
 
 @app.timer(interval=MICRO_BATCH_WITHIN_S)
 async def flush_on_time() -> None:
-    if pending.due():
+    if pending.due() or (pending.unacked and (sink.offline_due() or not sink.buffered)):
         await flush()
 
 

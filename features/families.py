@@ -167,7 +167,7 @@ def stored_row(key: str, row: Mapping) -> tuple[str, dict]:
     for k, w in enumerate(view.windows):
         out[f"imp_{w}"] = float(row["imp"][k])
         out[f"eng_{w}"] = float(row["eng"][k])
-    out["imp_total"], out["eng_total"], out["hide_total"] = (int(x) for x in row["n"])
+    out["imp_total"], out["eng_total"], out["hide_total"] = (float(x) for x in row["n"])
     out["as_of"] = float(row["as_of"])
     return view.name, out
 

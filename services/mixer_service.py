@@ -81,13 +81,16 @@ class MixerService:
         self.published = 0
 
     def _build_mixer(self) -> Mixer:
-        from features.store import OnlineReader, feature_store
+        from features.store import FastOnlineReader, feature_store
 
         config = load_config(self.settings.pipeline_config)
         self.expected = config.fpr_names
         artifact = ModelStore(self.settings.model_dir).load("spr")
         return Mixer(
-            artifact.model, f"spr/{artifact.version}", config.build_rules(), OnlineReader(feature_store(self.settings))
+            artifact.model,
+            f"spr/{artifact.version}",
+            config.build_rules(),
+            FastOnlineReader(feature_store(self.settings), self.settings),
         )
 
     def _on_request(self, req: FeedRequest, now: float) -> None:

@@ -13,10 +13,20 @@ from features.families import RowKey
 class RecordingSink:
     def __init__(self):
         self.batches = []
+        self.offline_writes = 0
 
-    def write(self, rows_by_view, event_time):
+    def write_online(self, rows_by_view, event_time):
         self.batches.append((rows_by_view, event_time))
         return sum(len(r) for r in rows_by_view.values())
+
+    buffered = 1  # pretend rows wait for the offline write until it is forced
+
+    def offline_due(self):
+        return False
+
+    def write_offline(self):
+        self.offline_writes += 1
+        return 0
 
 
 class RecordingTopic:
@@ -47,6 +57,7 @@ def agent_env(monkeypatch):
     monkeypatch.setattr(feature_app, "sink", sink)
     monkeypatch.setattr(feature_app, "dead_letters", letters)
     feature_app.rows.data.clear()
+    feature_app.pending.unacked.clear()
     return sink, letters
 
 
@@ -59,10 +70,11 @@ def test_agent_counts_writes_rows_and_dead_letters(agent_env):
             await agent.put(_event("click"))
             await agent.put(b"{broken")
             await agent.put(_event("like", item_actor_id=None))
-            await feature_app.flush()
+            await feature_app.flush(force_offline=True)
 
     asyncio.run(scenario())
     assert feature_app.rows[RowKey("member_actor", ("m1", "m2")).encode()]["n"] == [1, 1, 0]
+    assert sink.offline_writes == 1 and not feature_app.pending.unacked  # acked after both writes
     rows, _ = sink.batches[-1]
     assert rows["member_stats"][0]["imp_total"] == 1 and rows["member_stats"][0]["eng_total"] == 1
     assert rows["member_stats"][0]["imp_7d"] > 0.99

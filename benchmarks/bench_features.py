@@ -1,0 +1,154 @@
+"""Feature pipeline: sustained events/s of one Faust worker, and event-to-online freshness.
+
+    python -m benchmarks.bench_features            # full run
+    python -m benchmarks.bench_features --smoke    # seconds, for CI
+
+Needs the local Kafka and Redis (`feedrank infra up`). Runs the real feature service
+(`feedrank serve features`) on a fresh topic namespace and Feast project:
+
+1. throughput: N events are put on `member-events` first, then the service is started and timed
+   from its first committed offset to having committed the last one;
+2. freshness: events stamped with the wall clock are sent at a fixed rate (open loop); the service's
+   own histogram (time from event timestamp to the row written online) gives p50/p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import time
+import urllib.request
+import uuid
+
+from benchmarks.bench_simulator import machine
+from features.store import apply_definitions
+from feedrank import infra
+from feedrank.contracts import EventType, ItemType, MemberEvent, Topic
+from feedrank.settings import Settings
+from services.kafka_io import consumer_lag, ensure_topics, make_producer, topic
+from services.supervisor import Supervisor
+
+
+def events(n: int, now: bool, rng: random.Random, members: int = 20_000, items: int = 50_000):
+    kinds = [EventType.IMPRESSION] * 9 + [EventType.CLICK]
+    types = list(ItemType)
+    for i in range(n):
+        item = rng.randrange(items)
+        yield MemberEvent(
+            event_id=f"b{i}",
+            event_type=rng.choice(kinds),
+            member_id=f"m{rng.randrange(members)}",
+            timestamp=time.time() if now else 1_790_000_000.0 + i * 0.01,
+            item_id=f"i{item}",
+            item_type=types[item % 4],
+            item_actor_id=f"a{item % 5000}",
+        )
+
+
+def quantile_from_histogram(text: str, name: str, q: float) -> float:
+    """Linear interpolation inside the Prometheus histogram bucket that holds quantile q."""
+    buckets = [
+        (float(m.group(1)), float(m.group(2))) for m in re.finditer(rf'{name}_bucket{{le="([^"]+)"}} ([0-9.e+]+)', text)
+    ]
+    total = buckets[-1][1]
+    target, prev_le, prev_c = q * total, 0.0, 0.0
+    for le, c in buckets:
+        if c >= target:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * (target - prev_c) / max(c - prev_c, 1e-9)
+        prev_le, prev_c = le, c
+    return float("nan")
+
+
+def wait_caught_up(s: Settings, group: str, timeout_s: float) -> float:
+    deadline = time.monotonic() + timeout_s
+    while consumer_lag(s, group, Topic.MEMBER_EVENTS) > 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError("feature service did not catch up")
+        time.sleep(0.2)
+    return time.monotonic()
+
+
+def run(n_backlog: int, rate: float, seconds: float) -> dict:
+    base = Settings()
+    infra.up(base)
+    run_id = uuid.uuid4().hex[:8]
+    s = Settings(
+        **{
+            **base.model_dump(),
+            "topic_prefix": f"bench-{run_id}-",
+            "feast_project": f"bench_{run_id}",
+            "features_metrics_port": 9118,
+        }
+    )
+    ensure_topics(s)
+    apply_definitions(s)
+    group = f"{s.topic_prefix}feedrank-features"
+    producer = make_producer(s)
+    out = topic(s, Topic.MEMBER_EVENTS)
+    rng = random.Random(1)
+    for e in events(n_backlog, now=False, rng=rng):
+        producer.produce(out, e.to_bytes(), key=e.member_id)
+        producer.poll(0)
+    producer.flush(60)
+    result: dict = {"machine": machine(), "backlog_events": n_backlog}
+    with Supervisor(s) as sup:
+        t0 = time.monotonic()
+        sup.start("features")
+        # Throughput: from the first commit (the service is up and consuming) to the last.
+        while consumer_lag(s, group, Topic.MEMBER_EVENTS) >= n_backlog:
+            time.sleep(0.05)
+        t_first = time.monotonic()
+        lag_first = consumer_lag(s, group, Topic.MEMBER_EVENTS)
+        t_done = wait_caught_up(s, group, 600)
+        result["startup_s"] = round(t_first - t0, 2)
+        result["events_per_s"] = round((n_backlog - lag_first) / max(t_done - t_first, 1e-6))
+        # Freshness under a fixed offered load.
+        scrape = f"http://127.0.0.1:{s.features_metrics_port}/metrics"
+        start = time.monotonic()
+        sent = 0
+        for e in events(int(rate * seconds), now=True, rng=rng):
+            due = start + sent / rate
+            if (delay := due - time.monotonic()) > 0:
+                time.sleep(delay)
+            e = e.model_copy(update={"timestamp": time.time()})
+            producer.produce(out, e.to_bytes(), key=e.member_id)
+            producer.poll(0)
+            sent += 1
+        producer.flush(60)
+        wait_caught_up(s, group, 600)
+        time.sleep(1.5)
+        text = urllib.request.urlopen(scrape, timeout=5).read().decode()
+        # The backlog's events are old (simulated time): count only the live ones, observed last.
+        result.update(rate_offered=rate, rate_achieved=round(sent / (time.monotonic() - start)), live_events=sent)
+        result["freshness_text"] = text
+        assert sup.dead() == {}, sup.dead()
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--smoke", action="store_true")
+    args = p.parse_args()
+    res = run(5_000, 500, 3) if args.smoke else run(200_000, 5_000, 30)
+    text = res.pop("freshness_text")
+    name = "feedrank_feature_freshness_seconds"
+    # Subtract the backlog's observations (all in the top buckets) by taking quantiles of the live part.
+    counts = {le: float(c) for le, c in re.findall(rf'{name}_bucket{{le="([^"]+)"}} ([0-9.e+]+)', text)}
+    total = counts["+Inf"]
+    live = res["live_events"]
+    old = total - live
+    live_text = "\n".join(
+        f'{name}_bucket{{le="{le}"}} {max(0.0, c - (old if le == "+Inf" or float(le) >= 60 else 0))}'
+        for le, c in counts.items()
+    )
+    res["freshness_p50_ms"] = round(1000 * quantile_from_histogram(live_text, name, 0.5), 1)
+    res["freshness_p99_ms"] = round(1000 * quantile_from_histogram(live_text, name, 0.99), 1)
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
