@@ -3,14 +3,18 @@ isolation by topic prefix and Feast project, so tests never see the demo's data 
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
+import pandas as pd
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from features.store import apply_definitions
+from features.families import VIEW_BY_NAME, VIEWS, stored_row
+from features.store import apply_definitions, feature_store
 from feedrank import infra
 from feedrank.contracts import Topic
 from feedrank.settings import Settings
@@ -92,3 +96,37 @@ def pipeline(base_settings, generator, tmp_path_factory):
 
 def dead_letter_topic(s: Settings) -> str:
     return topic(s, Topic.DEAD_LETTERS)
+
+
+def online_mismatches(s: Settings, expected: dict[str, dict]) -> list[tuple]:
+    """Rows of ``expected`` (a batch recomputation) whose online values differ, for every family."""
+    store = feature_store(s)
+    by_view: dict[str, list[dict]] = {}
+    for key in expected:
+        view, row = stored_row(key, expected[key])
+        by_view.setdefault(view, []).append(row)
+    assert set(by_view) == {v.name for v in VIEWS} and sum(map(len, by_view.values())) > 1000
+    mismatches: list[tuple] = []
+    for view, rows in by_view.items():
+        keys, cols = VIEW_BY_NAME[view].join_keys, VIEW_BY_NAME[view].stored
+        got = pd.DataFrame(
+            store.get_online_features(
+                features=[f"{view}:{c}" for c in cols], entity_rows=[{k: r[k] for k in keys} for r in rows]
+            ).to_dict()
+        )
+        want = pd.DataFrame(rows)
+        for c in cols:
+            bad = ~np.isclose(pd.to_numeric(got[c]).fillna(-1).to_numpy(), want[c].to_numpy(), rtol=1e-9)
+            mismatches += [
+                (view, c, want.loc[i, list(keys)].tolist(), want.loc[i, c], got.loc[i, c])
+                for i in np.flatnonzero(bad)[:3]
+            ]
+    return mismatches
+
+
+def wait_online_equals(s: Settings, expected: dict[str, dict], timeout_s: float = 90) -> list[tuple]:
+    """Poll until the online store equals ``expected``; the remaining mismatches (empty when equal)."""
+    deadline = time.monotonic() + timeout_s
+    while (bad := online_mismatches(s, expected)) and time.monotonic() < deadline:
+        time.sleep(1)
+    return bad[:5]

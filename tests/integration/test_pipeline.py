@@ -8,15 +8,16 @@ import sys
 import time
 import uuid
 
-import numpy as np
 import pandas as pd
 from confluent_kafka import TopicPartition
 
-from features.families import VIEW_BY_NAME, VIEWS, recompute, stored_row
+from features.families import recompute
 from features.offline import read_view
 from features.store import feature_store
 from feedrank.contracts import DeadLetter, RankedFeed, Topic, parse
 from services.kafka_io import make_consumer, make_producer, topic
+
+from .conftest import wait_online_equals
 
 
 def test_feed_mixes_all_four_fprs(pipeline):
@@ -46,36 +47,7 @@ def test_feed_cli_prints_json(pipeline):
 
 def test_online_features_equal_batch_recomputation(pipeline, generator):
     """Every row of every family, online, equals folding the same events in one batch."""
-    s = pipeline["settings"]
-    expected = recompute(generator.events())
-    store = feature_store(s)
-    by_view: dict[str, list[dict]] = {}
-    for key in expected:
-        view, row = stored_row(key, expected[key])
-        by_view.setdefault(view, []).append(row)
-    assert set(by_view) == {v.name for v in VIEWS} and sum(map(len, by_view.values())) > 1000
-    deadline = time.monotonic() + 60
-    while True:
-        mismatches = []
-        for view, rows in by_view.items():
-            keys = VIEW_BY_NAME[view].join_keys
-            cols = VIEW_BY_NAME[view].stored
-            got = pd.DataFrame(
-                store.get_online_features(
-                    features=[f"{view}:{c}" for c in cols], entity_rows=[{k: r[k] for k in keys} for r in rows]
-                ).to_dict()
-            )
-            want = pd.DataFrame(rows)
-            for c in cols:
-                bad = ~np.isclose(pd.to_numeric(got[c]).fillna(-1).to_numpy(), want[c].to_numpy(), rtol=1e-9)
-                mismatches += [
-                    (view, c, want.loc[i, list(keys)].tolist(), want.loc[i, c], got.loc[i, c])
-                    for i in np.flatnonzero(bad)[:3]
-                ]
-        if not mismatches or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    assert not mismatches, mismatches[:5]
+    assert wait_online_equals(pipeline["settings"], recompute(generator.events())) == []
 
 
 def test_offline_store_holds_what_was_written_online(pipeline):

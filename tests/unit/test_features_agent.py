@@ -7,7 +7,7 @@ import time
 import pytest
 
 from features import app as feature_app
-from features.families import RowKey
+from features.families import RowKey, stored_rows
 
 
 class RecordingSink:
@@ -15,7 +15,8 @@ class RecordingSink:
         self.batches = []
         self.offline_writes = 0
 
-    def write_online(self, rows_by_view, event_time):
+    def write_online(self, changed, event_time):
+        rows_by_view = stored_rows(changed.keys(), changed)
         self.batches.append((rows_by_view, event_time))
         return sum(len(r) for r in rows_by_view.values())
 
