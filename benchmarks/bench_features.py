@@ -120,8 +120,9 @@ def run(n_backlog: int, rate: float, seconds: float) -> dict:
         result["events_per_s"] = round(n_end / max(t_end - started, 1e-6))
         # Freshness under a fixed offered load.
         # Payloads built up front; only the timestamp is stamped at send time (open loop, fixed rate).
-        templates = [e.model_dump(mode="json", exclude_none=True)
-                     for e in events(int(rate * seconds), now=True, rng=rng)]
+        templates = [
+            e.model_dump(mode="json", exclude_none=True) for e in events(int(rate * seconds), now=True, rng=rng)
+        ]
         start = time.monotonic()
         sent = 0
         for ev in templates:
