@@ -44,8 +44,8 @@ def run(n_candidates: int, reps: int) -> dict:
     store = apply_definitions(s)
     table = recompute(SimulatedTraffic(members=3000, requests=6000, seed=3).events())
     OnlineWriter(store, s).write(stored_rows(table.keys(), table), time.time())
-    member = max((k.split("|")[1] for k in table if k.startswith("member_stats|")),
-                 key=lambda m: table[f"member_stats|{m}"]["n"][0])
+    impressions = {k.split("|")[1]: row["n"][0] for k, row in table.items() if k.startswith("member_stats|")}
+    member = max(impressions, key=impressions.__getitem__)
     items = sorted({tuple(k.split("|")[1:]) for k in table if k.startswith("member_actor_type|")})
     cands = [(f"item{i}", t, actor) for i, (_, actor, t) in enumerate(items[:n_candidates])]
     item_ids = [k.split("|")[1] for k in table if k.startswith("item_stats|")]
@@ -70,7 +70,9 @@ def run(n_candidates: int, reps: int) -> dict:
         return round(sorted(xs)[min(len(xs) - 1, int(q * len(xs)))], 2)
 
     return {
-        "machine": machine(), "candidates": len(cands), "redis_keys": n_keys,
+        "machine": machine(),
+        "candidates": len(cands),
+        "redis_keys": n_keys,
         "raw_ms": {"p50": p(raw_ms, 0.5), "p99": p(raw_ms, 0.99)},
         "fast_ms": {"p50": p(fast_ms, 0.5), "p99": p(fast_ms, 0.99)},
         "sdk_ms": {"p50": p(sdk_ms, 0.5), "p99": p(sdk_ms, 0.99)},

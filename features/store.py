@@ -30,6 +30,7 @@ def feature_store(settings: Settings) -> FeatureStore:
             "type": "redis",
             "connection_string": settings.feast_redis_connection_string(),
             "skip_dedup": True,
+            "full_scan_for_deletion": False,
         },
         offline_store={"type": "file"},
         entity_key_serialization_version=3,

@@ -12,9 +12,10 @@ from features.store import apply_definitions
 from feedrank import infra
 from feedrank.contracts import RankedFeed
 from feedrank.settings import Settings
+from rankers.mixer.spr import MODEL_COLUMNS
 from services.feed_client import FeedClient, FeedTimeout
 from services.kafka_io import ensure_topics
-from services.model_store import ModelNotFound, ModelStore
+from services.model_store import ModelNotFound, ModelStore, load_spr
 from services.supervisor import Supervisor, pipeline_services
 from services.traffic import SimulatedTraffic
 from services.traffic_service import publish_traffic
@@ -32,7 +33,7 @@ def prepare(settings: Settings, generator: SimulatedTraffic, retrain: bool = Fal
     try:
         if retrain:
             raise ModelNotFound
-        ModelStore(settings.model_dir).load("spr")
+        load_spr(ModelStore(settings.model_dir), MODEL_COLUMNS)
     except ModelNotFound:
         with console.status("training the second-pass model"):
             version, metrics = train_spr(settings, generator)

@@ -17,11 +17,11 @@ from features.families import derive
 from feedrank.contracts import ContractError, FeedRequest, FprCandidates, RankedFeed, Topic, parse
 from feedrank.settings import Settings
 from rankers.mixer.mixer import assemble, candidate_frame
-from rankers.mixer.spr import SecondPassRanker
+from rankers.mixer.spr import MODEL_COLUMNS, SecondPassRanker
 from rankers.registry import load_config
 from rankers.rules.base import RerankRule
 from services.kafka_io import DeadLetterSink, ensure_topics, make_consumer, make_producer, topic
-from services.model_store import ModelStore
+from services.model_store import ModelStore, load_spr
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class MixerService:
 
         config = load_config(self.settings.pipeline_config)
         self.expected = config.fpr_names
-        artifact = ModelStore(self.settings.model_dir).load("spr")
+        artifact = load_spr(ModelStore(self.settings.model_dir), MODEL_COLUMNS)
         return Mixer(
             artifact.model,
             f"spr/{artifact.version}",

@@ -49,3 +49,14 @@ class ModelStore:
             raise ModelNotFound(f"{name!r} model version {version!r} not found under {self.root / name}")
         meta = json.loads((folder / "meta.json").read_text())
         return Artifact(name, version, joblib.load(folder / "model.joblib"), meta)
+
+
+def load_spr(store: ModelStore, columns: list[str]) -> Artifact:
+    """The current second-pass model, refusing one trained on other input columns (an older schema)."""
+    artifact = store.load("spr")
+    if artifact.meta.get("columns") != columns:
+        raise ModelNotFound(
+            f"model spr/{artifact.version} was trained on other features than this code computes; "
+            "retrain it with `feedrank train spr`"
+        )
+    return artifact

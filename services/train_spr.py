@@ -7,7 +7,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from features.training_set import build_training_set
 from feedrank.settings import Settings
-from rankers.mixer.spr import SecondPassRanker
+from rankers.mixer.spr import MODEL_COLUMNS, SecondPassRanker
 from rankers.registry import load_config
 from services.model_store import ModelStore
 from services.traffic import SimulatedTraffic
@@ -40,6 +40,7 @@ def train_spr(settings: Settings, generator: SimulatedTraffic, C: float = 1.0) -
         {
             "trained_on": generator.describe(),
             "holdout": metrics,
+            "columns": MODEL_COLUMNS,
         },
     )
     return version, metrics

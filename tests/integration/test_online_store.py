@@ -38,3 +38,27 @@ def test_fast_reader_equals_feast_sdk(base_settings, tmp_path):
     assert fast["member_stats__imp_total"].notna().all()  # m1's own row is there for every candidate
     assert np.isnan(fast["item_stats__imp_total"].iloc[-2])  # an unknown item reads as missing
     assert fast["member_item__imp_total"].iloc[0] > 0
+
+
+def test_feast_cli_apply_registers_every_family(base_settings, tmp_path):
+    """`feast apply` from the repository (a copy with its own registry and project) finds every view."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from features.families import VIEWS
+    from feedrank.settings import REPO_ROOT
+
+    repo = tmp_path / "feature_repo"
+    shutil.copytree(REPO_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("__pycache__"))
+    yaml = (repo / "feature_store.yaml").read_text()
+    yaml = yaml.replace("project: feedrank", "project: cli_test")
+    yaml = re.sub(r"registry: .*", f"registry: {tmp_path / 'registry.db'}", yaml)
+    (repo / "feature_store.yaml").write_text(yaml)
+    feast = str(Path(sys.executable).parent / "feast")
+    out = subprocess.run([feast, "apply"], cwd=repo, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    listed = subprocess.run([feast, "feature-views", "list"], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert {v.name for v in VIEWS} <= set(re.findall(r"^(\w+)\s", listed.stdout, flags=re.M))

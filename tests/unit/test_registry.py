@@ -53,3 +53,14 @@ def test_rule_with_bad_param_names_the_rule():
     )
     with pytest.raises(ConfigError, match="MaxTypeRun"):
         config.build_rules()
+
+
+def test_mixer_refuses_a_model_trained_on_other_features(tmp_path):
+    from services.model_store import ModelNotFound, ModelStore, load_spr
+
+    store = ModelStore(tmp_path)
+    store.save("spr", {"any": "model"}, {"columns": ["old_feature"]})
+    with pytest.raises(ModelNotFound, match="retrain"):
+        load_spr(store, ["new_feature"])
+    store.save("spr", {"any": "model"}, {"columns": ["new_feature"]})
+    assert load_spr(store, ["new_feature"]).model == {"any": "model"}
