@@ -12,20 +12,13 @@ from rankers.jobs.ranker import SkillMatchScorer
 from rankers.mixer.spr import FAMILIES, MODEL_COLUMNS, SecondPassRanker, design_matrix
 from rankers.registry import load_config
 from services.traffic import SimulatedTraffic
+from tests.unit.events import response
 
 NOW = time.time()
 
 
 def resp(kind, member="m1", item="p1", actor="m2", item_type=ItemType.POST, ts=NOW - 100):
-    return MemberEvent(
-        event_id=f"{kind}-{member}-{item}-{ts}",
-        event_type=kind,
-        member_id=member,
-        timestamp=ts,
-        item_id=item,
-        item_type=item_type,
-        item_actor_id=actor,
-    )
+    return response(kind, ts, member, item, actor, item_type)
 
 
 def test_every_family_is_updated():

@@ -8,22 +8,11 @@ import pandas as pd
 from features.families import apply_event, derive, stored_rows
 from features.offline import OfflineAppender, point_in_time, read_view
 from features.training_set import stored_features
-from feedrank.contracts import EventType, ItemType, MemberEvent
+from feedrank.contracts import EventType
 from services.traffic import SimulatedTraffic
+from tests.unit.events import response
 
 T0 = 1_790_000_000.0
-
-
-def ev(kind, ts, member="m1", item="p1", actor="m2", item_type=ItemType.POST):
-    return MemberEvent(
-        event_id=f"{kind}{ts}{member}{item}",
-        event_type=kind,
-        member_id=member,
-        timestamp=ts,
-        item_id=item,
-        item_type=item_type,
-        item_actor_id=actor,
-    )
 
 
 def stream_into_offline(events, root):
@@ -37,7 +26,11 @@ def stream_into_offline(events, root):
 
 
 def test_a_value_written_after_an_impression_never_appears_in_its_row(tmp_path):
-    events = [ev(EventType.IMPRESSION, T0), ev(EventType.IMPRESSION, T0 + 100), ev(EventType.CLICK, T0 + 101)]
+    events = [
+        response(EventType.IMPRESSION, T0),
+        response(EventType.IMPRESSION, T0 + 100),
+        response(EventType.CLICK, T0 + 101),
+    ]
     stream_into_offline(events, tmp_path)
     assert len(read_view(tmp_path, "member_item")) == 3  # the click's version is in the store
     imps = pd.DataFrame(
