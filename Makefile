@@ -28,8 +28,9 @@ setup: infra-up
 demo: setup
 	$(BIN)/feedrank demo
 
+# Unbuffered, with faulthandler: if the interpreter ever crashes, the log shows where.
 test: setup
-	$(BIN)/python -m pytest -q -ra
+	PYTHONFAULTHANDLER=1 PYTHONUNBUFFERED=1 $(BIN)/python -m pytest -q -ra
 
 test-unit: install
 	$(BIN)/python -m pytest -q -m "not integration"
