@@ -27,7 +27,7 @@ from features.store import apply_definitions
 from feedrank import infra
 from feedrank.contracts import EventType, ItemType, MemberEvent, Topic
 from feedrank.settings import Settings
-from services.kafka_io import consumer_lag, ensure_topics, make_producer, topic
+from services.kafka_io import LagProbe, ensure_topics, make_producer, topic
 from services.supervisor import Supervisor
 
 
@@ -69,10 +69,11 @@ def processed(text: str) -> float:
 
 def wait_caught_up(s: Settings, group: str, timeout_s: float) -> float:
     deadline = time.monotonic() + timeout_s
-    while consumer_lag(s, group, Topic.MEMBER_EVENTS) > 0:
-        if time.monotonic() > deadline:
-            raise TimeoutError("feature service did not catch up")
-        time.sleep(0.2)
+    with LagProbe(s, group, Topic.MEMBER_EVENTS) as probe:
+        while probe.lag() > 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError("feature service did not catch up")
+            time.sleep(0.2)
     return time.monotonic()
 
 

@@ -113,22 +113,44 @@ class DeadLetterSink:
         self._producer.produce(self._topic, letter.to_bytes(), key=letter.key)
 
 
+class LagProbe:
+    """How far a consumer group is behind on a topic; one admin client and one consumer, reused.
+
+    (Creating and destroying librdkafka clients in a tight polling loop is wasteful and risky.)
+    """
+
+    def __init__(self, settings: Settings, group: str, t: Topic) -> None:
+        from confluent_kafka import TopicPartition
+
+        self.group = group
+        self.topic = topic(settings, t)
+        self._admin = AdminClient(settings.kafka_client_config())
+        self._consumer = make_consumer(settings, f"lag-probe-{time.monotonic_ns()}")
+        parts = self._consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions
+        self._tps = [TopicPartition(self.topic, p) for p in parts]
+
+    def lag(self) -> int:
+        from confluent_kafka import ConsumerGroupTopicPartitions
+
+        fut = self._admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(self.group, self._tps)])
+        committed = {tp.partition: tp.offset for tp in fut[self.group].result().topic_partitions}
+        lag = 0
+        for tp in self._tps:
+            _, high = self._consumer.get_watermark_offsets(tp, timeout=10)
+            lag += high - max(committed.get(tp.partition, 0), 0)
+        return lag
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> LagProbe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def consumer_lag(settings: Settings, group: str, t: Topic) -> int:
     """Messages of topic ``t`` not yet committed by consumer group ``group`` (as deployed, prefix included)."""
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-
-    name = topic(settings, t)
-    admin = AdminClient(settings.kafka_client_config())
-    parts = admin.list_topics(name, timeout=10).topics[name].partitions
-    tps = [TopicPartition(name, p) for p in parts]
-    fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group]
-    committed = {tp.partition: tp.offset for tp in fut.result().topic_partitions}
-    probe = make_consumer(settings, f"lag-probe-{time.monotonic_ns()}")
-    try:
-        lag = 0
-        for p in parts:
-            _, high = probe.get_watermark_offsets(TopicPartition(name, p), timeout=10)
-            lag += high - max(committed.get(p, 0), 0)
-        return lag
-    finally:
-        probe.close()
+    with LagProbe(settings, group, t) as probe:
+        return probe.lag()

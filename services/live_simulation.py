@@ -84,14 +84,14 @@ def wait_for_pipeline(settings: Settings, sim: LiveSimulation, timeout_s: float 
 
     from feedrank.contracts import Topic
     from services.demo import wait_until_serving
-    from services.kafka_io import consumer_lag
+    from services.kafka_io import LagProbe
     from services.supervisor import pipeline_services
 
     expected = {n.removeprefix("fpr-") for n in pipeline_services(settings) if n.startswith("fpr-")}
     wait_until_serving(sim.client, sim.names.member[0].as_py(), expected, timeout_s)
-    group = f"{settings.topic_prefix}feedrank-features"
     deadline = time.monotonic() + timeout_s
-    while consumer_lag(settings, group, Topic.MEMBER_EVENTS) > 0:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the feature service did not catch up on member-events within {timeout_s:.0f}s")
-        time.sleep(0.5)
+    with LagProbe(settings, f"{settings.topic_prefix}feedrank-features", Topic.MEMBER_EVENTS) as probe:
+        while probe.lag() > 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the feature service did not catch up on member-events within {timeout_s:.0f}s")
+            time.sleep(0.5)

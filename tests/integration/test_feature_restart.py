@@ -9,7 +9,7 @@ import time
 
 from features.families import recompute
 from feedrank.contracts import Topic
-from services.kafka_io import consumer_lag
+from services.kafka_io import LagProbe
 from services.supervisor import Supervisor
 from services.traffic import SimulatedTraffic
 from services.traffic_service import MemberEventPublisher
@@ -29,11 +29,11 @@ def test_kill_9_and_restart_equals_uninterrupted(base_settings, tmp_path):
         publisher.publish(itertools.islice(events, half))
         publisher.flush()
         # Kill it mid-stream: once it has committed part of the first half, with the rest in flight.
-        group = f"{s.topic_prefix}feedrank-features"
         deadline = time.monotonic() + 120
-        while (lag := consumer_lag(s, group, Topic.MEMBER_EVENTS)) > 0.8 * half:
-            assert time.monotonic() < deadline, "the feature service never started consuming"
-            time.sleep(0.05)
+        with LagProbe(s, f"{s.topic_prefix}feedrank-features", Topic.MEMBER_EVENTS) as probe:
+            while (lag := probe.lag()) > 0.8 * half:
+                assert time.monotonic() < deadline, "the feature service never started consuming"
+                time.sleep(0.05)
         sup.kill("features", signal.SIGKILL)
         assert lag > 0, "the whole first half was processed before the kill: not mid-stream"
         publisher.publish(events[half:])
