@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Iterable
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from feedrank.contracts import DeadLetter, Topic, topic_name
@@ -113,10 +113,24 @@ class DeadLetterSink:
         self._producer.produce(self._topic, letter.to_bytes(), key=letter.key)
 
 
-class LagProbe:
-    """How far a consumer group is behind on a topic; one admin client and one consumer, reused.
+# Errors a freshly started broker or a just-created topic returns for a few moments.
+_TRANSIENT = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError._TIMED_OUT,
+}
 
-    (Creating and destroying librdkafka clients in a tight polling loop is wasteful and risky.)
+
+class LagProbe:
+    """How far a consumer group is behind on a topic, with one reused librdkafka consumer.
+
+    The consumer carries the probed group's id but never subscribes, so it never joins the group: it only
+    fetches the group's committed offsets (``committed``) and the partitions' high watermarks. (The admin
+    API's ``list_consumer_group_offsets`` was avoided on purpose: it segfaulted the interpreter while the
+    group coordinator was still loading on a fresh broker, cf. confluent-kafka-python #1982.)
     """
 
     def __init__(self, settings: Settings, group: str, t: Topic) -> None:
@@ -124,21 +138,33 @@ class LagProbe:
 
         self.group = group
         self.topic = topic(settings, t)
-        self._admin = AdminClient(settings.kafka_client_config())
-        self._consumer = make_consumer(settings, f"lag-probe-{time.monotonic_ns()}")
+        self._consumer = Consumer(
+            {
+                **settings.kafka_client_config(),
+                "group.id": group,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+            }
+        )
         parts = self._consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions
         self._tps = [TopicPartition(self.topic, p) for p in parts]
 
-    def lag(self) -> int:
-        from confluent_kafka import ConsumerGroupTopicPartitions
-
-        fut = self._admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(self.group, self._tps)])
-        committed = {tp.partition: tp.offset for tp in fut[self.group].result().topic_partitions}
-        lag = 0
-        for tp in self._tps:
-            _, high = self._consumer.get_watermark_offsets(tp, timeout=10)
-            lag += high - max(committed.get(tp.partition, 0), 0)
-        return lag
+    def lag(self, timeout_s: float = 10.0) -> int:
+        """Retries the broker's transient errors (a new topic's leader not yet elected) for ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                committed = {tp.partition: tp.offset for tp in self._consumer.committed(self._tps, timeout=10)}
+                lag = 0
+                for tp in self._tps:
+                    _, high = self._consumer.get_watermark_offsets(tp, timeout=10)
+                    lag += high - max(committed.get(tp.partition, 0), 0)
+                return lag
+            except KafkaException as err:
+                e = err.args[0]
+                if time.monotonic() > deadline or not (e.retriable() or e.code() in _TRANSIENT):
+                    raise
+                time.sleep(0.1)
 
     def close(self) -> None:
         self._consumer.close()
