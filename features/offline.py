@@ -11,8 +11,10 @@ import itertools
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute
 import pyarrow.parquet as pq
 
 from features.families import VIEWS, derive
@@ -24,22 +26,26 @@ class OfflineAppender:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def append(self, rows_by_view: dict[str, list[dict]], written_at: float | None = None) -> int:
+    def append(
+        self, rows_by_view: dict[str, list[dict] | pd.DataFrame | pa.Table], written_at: float | None = None
+    ) -> int:
         written_at = time.time() if written_at is None else written_at
         n = 0
         for view, rows in rows_by_view.items():
-            if not rows:
+            if len(rows) == 0:
                 continue
+            if not isinstance(rows, pa.Table):
+                rows = pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False)
+            as_of_ns = np.round(rows["as_of"].to_numpy() * 1e9).astype(np.int64)
+            table = rows.append_column("event_timestamp", pa.array(as_of_ns, type=pa.timestamp("ns", tz="UTC")))
+            table = table.append_column("written_at", pa.array(np.full(len(table), written_at)))
             folder = self.root / view
             folder.mkdir(parents=True, exist_ok=True)
-            df = pd.DataFrame(rows)
-            df["event_timestamp"] = pd.to_datetime(df["as_of"], unit="s", utc=True)
-            df["written_at"] = written_at
             name = f"part-{int(written_at * 1e6):017d}-{next(_seq):06d}.parquet"
             tmp = folder / f".{name}.tmp"
-            pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
+            pq.write_table(table, tmp)
             tmp.replace(folder / name)  # readers never see half a file
-            n += len(rows)
+            n += len(table)
         return n
 
 

@@ -10,6 +10,7 @@ then a little-endian double), so a whole response decodes in one numpy call.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -17,16 +18,17 @@ import numpy as np
 import pandas as pd
 import redis
 from feast import FeatureStore
-from feast.infra.online_stores.helpers import _mmh3, _redis_key
+from feast.infra.online_stores.helpers import _mmh3
 from feast.infra.online_stores.redis import _versioned_fv_name
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.protos.feast.types.Value_pb2 import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from features.families import VIEWS, View
 
 _DOUBLE_TAG = 0x29
 _KEY_CACHE_MAX = 2_000_000
+_STRING = ValueType.STRING
+_ENTITY_HEAD: dict[str, tuple[bytes, list[int]]] = {}
 
 
 class FeastRedisLayout:
@@ -43,15 +45,16 @@ class FeastRedisLayout:
             name = _versioned_fv_name(fvs[view.name], store.config)
             self.fields[view.name] = [_mmh3(f"{name}:{c}") for c in view.stored]
             self.ts_field[view.name] = f"_ts:{name}".encode()
+        if self.version != 3:
+            raise ValueError(f"entity_key_serialization_version {self.version}: only version 3 is supported")
+        self._project_bytes = self.project.encode()
         self._keys: dict[tuple[str, tuple[str, ...]], bytes] = {}
+        self._hset = {view.name: HsetEncoder(self.fields[view.name], self.ts_field[view.name]) for view in VIEWS}
 
     def key(self, view: View, entities: tuple[str, ...]) -> bytes:
         k = self._keys.get((view.name, entities))
         if k is None:
-            ek = EntityKeyProto(
-                join_keys=list(view.join_keys), entity_values=[ValueProto(string_val=v) for v in entities]
-            )
-            k = _redis_key(self.project, ek, entity_key_serialization_version=self.version)
+            k = entity_key(view, entities, self._project_bytes)
             if len(self._keys) >= _KEY_CACHE_MAX:
                 self._keys.clear()
             self._keys[(view.name, entities)] = k
@@ -59,23 +62,40 @@ class FeastRedisLayout:
 
     # ------------------------------------------------------------------ write
     def write(self, rows_by_view: dict[str, list[dict]], event_time: float) -> int:
+        """Rows as dicts of join keys and stored columns (convenient; the service uses ``write_views``)."""
+        batches = {}
+        for view in VIEWS:
+            rows = rows_by_view.get(view.name)
+            if rows:
+                entities = [tuple(r[k] for k in view.join_keys) for r in rows]
+                values = np.array([[r[c] for c in view.stored] for r in rows], dtype=np.float64)
+                batches[view.name] = (entities, values)
+        return self.write_views(batches, event_time)
+
+    def write_views(self, batches: dict[str, tuple[Sequence[tuple[str, ...]], np.ndarray]], event_time: float) -> int:
+        """Per view, entity tuples and their stored columns (``view.stored`` order)."""
+        keyed = {}
+        for view in VIEWS:
+            if view.name in batches:
+                entities, values = batches[view.name]
+                keyed[view.name] = ([self.key(view, e) for e in entities], values)
+        return self.write_keyed(keyed, event_time)
+
+    def write_keyed(self, batches: dict[str, tuple[Sequence[bytes], np.ndarray]], event_time: float) -> int:
+        """Per view, Redis keys (``key``) and stored columns: one HSET per row, the whole micro-batch sent
+        as one pipelined write of pre-encoded commands."""
         ts = Timestamp()
         ts.FromDatetime(datetime.fromtimestamp(event_time, tz=UTC))
         ts_bytes = ts.SerializeToString()
-        pipe = self.client.pipeline(transaction=False)
+        chunks: list[bytes] = []
         n = 0
         for view in VIEWS:
-            rows = rows_by_view.get(view.name)
-            if not rows:
-                continue
-            fields, ts_field, cols = self.fields[view.name], self.ts_field[view.name], view.stored
-            for r in rows:
-                mapping = {ts_field: ts_bytes}
-                for f, c in zip(fields, cols, strict=True):
-                    mapping[f] = b"\x29" + np.float64(r[c]).tobytes()
-                pipe.hset(self.key(view, tuple(r[k] for k in view.join_keys)), mapping=mapping)
-                n += 1
-        pipe.execute()
+            if view.name in batches:
+                keys, values = batches[view.name]
+                chunks.append(self._hset[view.name].encode(keys, values, ts_bytes))
+                n += len(keys)
+        if n:
+            _send_pipelined(self.client, b"".join(chunks), n)
         return n
 
     # ------------------------------------------------------------------ read
@@ -113,6 +133,85 @@ class FeastRedisLayout:
             for j, c in enumerate(view.stored):
                 columns[f"{view.name}__{c}"] = per_candidate[:, j]
         return pd.DataFrame(columns)
+
+
+def entity_key(view: View, entities: Sequence[str], project: bytes) -> bytes:
+    """Feast's Redis key for an entity (``_redis_key``, serialization version 3), without protobufs:
+    the join-key count, the sorted join keys, then their string values, each length-prefixed."""
+    head = _ENTITY_HEAD.get(view.name)
+    if head is None:
+        order = sorted(range(len(view.join_keys)), key=lambda j: view.join_keys[j])
+        head = _ENTITY_HEAD[view.name] = (
+            struct.pack("<I", len(order))
+            + b"".join(
+                struct.pack("<II", _STRING, len(view.join_keys[j].encode())) + view.join_keys[j].encode() for j in order
+            ),
+            order,
+        )
+    prefix, order = head
+    parts = [prefix]
+    for j in order:
+        v = entities[j].encode()
+        parts.append(struct.pack("<II", _STRING, len(v)))
+        parts.append(v)
+    parts.append(project)
+    return b"".join(parts)
+
+
+class HsetEncoder:
+    """RESP-encoded ``HSET key _ts:view TS f1 v1 ... fn vn`` for many rows of one view at once.
+
+    Every field is a 4-byte mmh3 hash and every value a 9-byte Float64 ``Value``, so a row's field block
+    has a fixed layout: numpy fills the doubles into it for all rows in one go.
+    """
+
+    def __init__(self, fields: list[bytes], ts_field: bytes) -> None:
+        self.head = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (len(fields) + 1))
+        self.ts_field = b"$%d\r\n%s\r\n" % (len(ts_field), ts_field)
+        dtype, self._prefixes = [], []
+        for j, f in enumerate(fields):
+            pre = b"$%d\r\n%s\r\n$9\r\n\x29" % (len(f), f)
+            dtype += [(f"p{j}", f"V{len(pre)}"), (f"v{j}", "<f8"), (f"s{j}", "V2")]
+            self._prefixes.append(np.frombuffer(pre, dtype=f"V{len(pre)}")[0])
+        self.dtype = np.dtype(dtype)
+        self._crlf = np.frombuffer(b"\r\n", dtype="V2")[0]
+
+    def encode(self, keys: Sequence[bytes], values: np.ndarray, ts: bytes) -> bytes:
+        n = len(keys)
+        if values.shape != (n, len(self._prefixes)):
+            raise ValueError(f"values of shape {values.shape} for {n} rows of {len(self._prefixes)} fields")
+        block = np.empty(n, dtype=self.dtype)
+        for j, pre in enumerate(self._prefixes):
+            block[f"p{j}"] = pre
+            block[f"v{j}"] = values[:, j]
+            block[f"s{j}"] = self._crlf
+        raw = block.tobytes()
+        w = self.dtype.itemsize
+        ts_part = self.ts_field + b"$%d\r\n%s\r\n" % (len(ts), ts)
+        head = self.head
+        return b"".join(
+            b"%s$%d\r\n%s\r\n%s%s" % (head, len(k), k, ts_part, raw[i * w : (i + 1) * w]) for i, k in enumerate(keys)
+        )
+
+
+def _send_pipelined(client: redis.Redis, payload: bytes, replies: int) -> None:
+    """Send pre-encoded commands on one connection and read every reply; the first error is raised."""
+    conn = client.connection_pool.get_connection()
+    try:
+        conn.send_packed_command([payload])
+        error = None
+        for _ in range(replies):
+            try:
+                conn.read_response()
+            except redis.ResponseError as err:  # keep reading, so the connection stays in step
+                error = error or err
+        if error is not None:
+            raise error
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        client.connection_pool.release(conn)
 
 
 def _decode(replies: list[list[bytes | None]], width: int) -> np.ndarray:

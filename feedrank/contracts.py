@@ -6,12 +6,11 @@ Messages are JSON on the wire and validated on the way in: a message that does n
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import uuid
 from enum import StrEnum
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -257,18 +256,18 @@ def parse(model: type[M], raw: bytes | str | None) -> M:
     if raw is None:
         raise ContractError("empty message (no value)")
     try:
-        data: Any = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ContractError(f"malformed JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise ContractError(f"expected a JSON object for {model.__name__}, got {type(data).__name__}")
-    try:
-        return model.model_validate(data)
+        return model.model_validate_json(raw)  # one pass in pydantic-core: decoding and validation
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or model.__name__}: {e['msg']}" for e in err.errors()[:5]
-        )
+        errors = err.errors()
+        if any(e["type"] == "json_invalid" for e in errors):
+            raise ContractError(f"malformed JSON: {errors[0]['msg']}") from None
+        if len(errors) == 1 and errors[0]["type"] == "model_type" and not errors[0]["loc"]:
+            got = type(errors[0]["input"]).__name__
+            raise ContractError(f"expected a JSON object for {model.__name__}, got {got}") from None
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or model.__name__}: {e['msg']}" for e in errors[:5])
         raise ContractError(f"invalid {model.__name__}: {problems}") from None
+    except UnicodeDecodeError as err:
+        raise ContractError(f"malformed JSON: {err}") from None
 
 
 def topic_name(topic: Topic, prefix: str = "") -> str:

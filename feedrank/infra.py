@@ -281,9 +281,11 @@ def redis_up(settings: Settings, timeout_s: float = 30.0) -> ComponentStatus:
         f"port {settings.redis_port}",
         f"dir {settings.redis_dir}",
         "daemonize no",
+        # Durability from the append-only file, fsynced every second. No RDB snapshots: forking to
+        # snapshot a large keyspace every minute took a whole core away from the services under load.
         "appendonly yes",
         "appendfsync everysec",
-        "save 60 1000",
+        'save ""',
         f"logfile {settings.log_dir / 'redis.log'}",
     ]
     if settings.redis_password:

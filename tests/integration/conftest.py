@@ -28,11 +28,28 @@ from services.train_spr import train_spr
 
 
 @pytest.fixture(scope="session")
-def base_settings() -> Settings:
+def base_settings() -> Iterator[Settings]:
     s = Settings()
     statuses = infra.up(s)
     assert all(c.reachable for c in statuses), [c.line() for c in statuses]
-    return s
+    yield s
+    drop_test_feature_rows(s)
+
+
+def drop_test_feature_rows(s: Settings) -> None:
+    """Remove the online rows of every test project (Feast's Redis keys end with the project name), so
+    repeated local runs do not grow Redis without bound."""
+    import redis
+
+    client = redis.Redis(**s.redis_kwargs())
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=b"*test_*", count=10_000):
+        batch.append(key)
+        if len(batch) >= 10_000:
+            client.unlink(*batch)
+            batch = []
+    if batch:
+        client.unlink(*batch)
 
 
 def isolated_settings(base: Settings, tmp_path, **overrides) -> Settings:

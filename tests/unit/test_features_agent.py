@@ -7,7 +7,8 @@ import time
 import pytest
 
 from features import app as feature_app
-from features.families import RowKey, stored_rows
+from features.families import VIEW_BY_NAME, RowKey
+from features.row_state import RowState
 
 
 class RecordingSink:
@@ -15,17 +16,22 @@ class RecordingSink:
         self.batches = []
         self.offline_writes = 0
 
-    def write_online(self, changed, event_time):
-        rows_by_view = stored_rows(changed.keys(), changed)
-        self.batches.append((rows_by_view, event_time))
-        return sum(len(r) for r in rows_by_view.values())
+    def write_online(self, changed, watermark):
+        self.batches.append((changed, watermark))
+        return len(changed)
 
     buffered = 1  # pretend rows wait for the offline write until it is forced
 
     def offline_due(self):
         return False
 
-    def write_offline(self):
+    def changelog_durable(self):
+        pass
+
+    def take_offline(self):
+        return {"member_stats": [b.stored for b, _ in self.batches]}
+
+    def write_offline(self, tables):
         self.offline_writes += 1
         return 0
 
@@ -57,7 +63,7 @@ def agent_env(monkeypatch):
     sink, letters = RecordingSink(), RecordingTopic()
     monkeypatch.setattr(feature_app, "sink", sink)
     monkeypatch.setattr(feature_app, "dead_letters", letters)
-    feature_app.rows.data.clear()
+    monkeypatch.setattr(feature_app, "state", RowState(8))
     feature_app.pending.unacked.clear()
     return sink, letters
 
@@ -74,11 +80,12 @@ def test_agent_counts_writes_rows_and_dead_letters(agent_env):
             await feature_app.flush(force_offline=True)
 
     asyncio.run(scenario())
-    assert feature_app.rows[RowKey("member_actor", ("m1", "m2")).encode()]["n"] == [1, 1, 0]
+    assert feature_app.state.row(RowKey("member_actor", ("m1", "m2")).encode())["n"] == [1, 1, 0]
     assert sink.offline_writes == 1 and not feature_app.pending.unacked  # acked after both writes
-    rows, _ = sink.batches[-1]
-    assert rows["member_stats"][0]["imp_total"] == 1 and rows["member_stats"][0]["eng_total"] == 1
-    assert rows["member_stats"][0]["imp_7d"] > 0.99
+    view = VIEW_BY_NAME["member_stats"]
+    keys, values = sink.batches[-1][0].stored(view)
+    got = dict(zip(view.stored, values[keys.index("member_stats|m1")], strict=True))
+    assert got["imp_total"] == 1 and got["eng_total"] == 1 and got["imp_7d"] > 0.99
     reasons = [json.loads(v)["reason"] for _, v in letters.sent]
     assert len(reasons) == 2
     assert "malformed JSON" in reasons[0] and "item_actor_id" in reasons[1]
