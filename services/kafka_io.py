@@ -150,16 +150,27 @@ class LagProbe:
         self._tps = [TopicPartition(self.topic, p) for p in parts]
 
     def lag(self, timeout_s: float = 10.0) -> int:
-        """Retries the broker's transient errors (a new topic's leader not yet elected) for ``timeout_s``."""
+        """Messages not yet committed by the group, summed over partitions."""
+        committed, high = self.positions(timeout_s)
+        return high - committed
+
+    def committed(self, timeout_s: float = 10.0) -> int:
+        """Messages the group has committed, summed over partitions."""
+        return self.positions(timeout_s)[0]
+
+    def positions(self, timeout_s: float = 10.0) -> tuple[int, int]:
+        """(committed, high watermark), each summed over partitions; retries the broker's transient errors
+        (a new topic's leader not yet elected) for ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while True:
             try:
                 committed = {tp.partition: tp.offset for tp in self._consumer.committed(self._tps, timeout=10)}
-                lag = 0
+                done = high = 0
                 for tp in self._tps:
-                    _, high = self._consumer.get_watermark_offsets(tp, timeout=10)
-                    lag += high - max(committed.get(tp.partition, 0), 0)
-                return lag
+                    _, h = self._consumer.get_watermark_offsets(tp, timeout=10)
+                    high += h
+                    done += min(max(committed.get(tp.partition, 0), 0), h)
+                return done, high
             except KafkaException as err:
                 e = err.args[0]
                 if time.monotonic() > deadline or not (e.retriable() or e.code() in _TRANSIENT):

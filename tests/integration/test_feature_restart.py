@@ -3,8 +3,8 @@ twice: table rows come back from the changelog, and re-read events are skipped r
 
 from __future__ import annotations
 
-import itertools
 import signal
+import threading
 import time
 
 from features.families import recompute
@@ -22,20 +22,31 @@ def test_kill_9_and_restart_equals_uninterrupted(base_settings, tmp_path):
     traffic = SimulatedTraffic(members=500, requests=900, seed=9)
     events = list(traffic.events())
     half = len(events) // 2
-    publisher = MemberEventPublisher(s)
     sup = Supervisor(s)
     try:
         sup.start("features")
-        publisher.publish(itertools.islice(events, half))
+        # A first chunk, until the service has committed it (it is up); then the rest of the first half
+        # at a steady 1,000 events/s, and the service is killed at its next commit, while events are
+        # still arriving: some acknowledged, some written online but not acknowledged, some not read.
+        chunk = 1000
+        publisher = MemberEventPublisher(s)
+        publisher.publish(events[:chunk])
         publisher.flush()
-        # Kill it mid-stream: once it has committed part of the first half, with the rest in flight.
         deadline = time.monotonic() + 120
         with LagProbe(s, f"{s.topic_prefix}feedrank-features", Topic.MEMBER_EVENTS) as probe:
-            while (lag := probe.lag()) > 0.8 * half:
-                assert time.monotonic() < deadline, "the feature service never started consuming"
+            while probe.committed() < chunk:
+                assert time.monotonic() < deadline, "the feature service never committed its first events"
                 time.sleep(0.05)
+            slow = MemberEventPublisher(s, rate=1000)
+            sender = threading.Thread(target=lambda: (slow.publish(events[chunk:half]), slow.flush()))
+            sender.start()
+            while probe.committed() <= chunk:
+                assert time.monotonic() < deadline, "the feature service stopped committing"
+                time.sleep(0.05)
+        mid_stream = sender.is_alive()
         sup.kill("features", signal.SIGKILL)
-        assert lag > 0, "the whole first half was processed before the kill: not mid-stream"
+        sender.join()
+        assert mid_stream, "the whole first half was sent before the first commit: not mid-stream"
         publisher.publish(events[half:])
         publisher.flush()
         sup.start("features")
