@@ -40,15 +40,15 @@ def main() -> None:
         mode.loop.use("uvloop")
     import faust
 
+    from features.app import CONSUMER_SETTINGS
+
     app = faust.App(
         f"{s.topic_prefix}floor",
         broker=f"kafka://{s.kafka_bootstrap}",
         store="memory://",
         web_enabled=False,
         datadir=str(s.state_dir / "faust-floor"),
-        consumer_auto_offset_reset="earliest",
-        consumer_max_fetch_size=8 * 1024 * 1024,
-        stream_buffer_maxsize=32_768,
+        **CONSUMER_SETTINGS,
     )
     source = app.topic(f"{s.topic_prefix}member-events", key_serializer="raw", value_serializer="raw")
     seen = {"n": 0, "t0": 0.0}

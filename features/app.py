@@ -39,6 +39,14 @@ MICRO_BATCH_WITHIN_S = 0.05
 OFFLINE_EVERY_S = 2.0
 OFFLINE_MAX_ROWS = 200_000
 
+# How the worker reads member-events (shared with benchmarks/bench_faust_floor.py, which measures Faust's
+# own ceiling with exactly these settings).
+CONSUMER_SETTINGS: dict[str, object] = {
+    "consumer_auto_offset_reset": "earliest",
+    "consumer_max_fetch_size": 8 * 1024 * 1024,
+    "stream_buffer_maxsize": 32_768,
+}
+
 app = faust.App(
     f"{settings.topic_prefix}feedrank-features",
     broker=f"kafka://{settings.kafka_bootstrap}",
@@ -47,9 +55,7 @@ app = faust.App(
     datadir=str(settings.state_dir / "faust"),
     topic_partitions=settings.topic_partitions,
     topic_replication_factor=1,
-    consumer_auto_offset_reset="earliest",
-    consumer_max_fetch_size=8 * 1024 * 1024,
-    stream_buffer_maxsize=32_768,
+    **CONSUMER_SETTINGS,
     table_cleanup_interval=60.0,
     broker_commit_every=10_000,
     broker_commit_interval=1.0,
