@@ -101,7 +101,8 @@ class Sinks:
         self._buffer: dict[str, list[pa.Table]] = {}
         self._buffered = 0
         self._since = time.monotonic()
-        # Row key -> (entity values, Redis key): computed once per row, not once per write.
+        # Row key -> (entity values, Redis key): computed once per row, not once per write (the only
+        # cache of them here: the layout's own key cache is bypassed).
         self._addresses: dict[str, tuple[tuple[str, ...], bytes]] = {}
 
     def _open(self) -> None:
@@ -120,7 +121,7 @@ class Sinks:
         got = self._addresses.get(key)
         if got is None:
             entities = tuple(key.split(SEP)[1:])
-            got = (entities, self._layout.key(view, entities))
+            got = (entities, self._layout.uncached_key(view, entities))
             if len(self._addresses) >= _ADDRESS_CACHE_MAX:
                 self._addresses.clear()
             self._addresses[key] = got
@@ -234,7 +235,6 @@ async def flush(
     changed: Changed | None = None,
     events: list[faust.types.EventT] | None = None,
     event_times: np.ndarray | None = None,
-    watermark: float | None = None,
     force_offline: bool = False,
 ) -> int:
     """Changelog and Redis, then (when due, in the background) Parquet and acks; flushes run in order."""
@@ -243,8 +243,7 @@ async def flush(
         if changed is not None and len(changed):
             # Inline, not in a thread: the service is bound by the GIL, and handing each micro-batch to
             # a thread measured ~10% slower than writing it from the event loop (Redis answers in ~ms).
-            stamp = pending.watermark if watermark is None else watermark
-            written = sink.write_online(changed, stamp)
+            written = sink.write_online(changed, pending.watermark)
             ROWS_WRITTEN.inc(written)
             if event_times is not None and len(event_times):
                 done = time.time()
@@ -286,7 +285,7 @@ async def aggregate(stream: faust.StreamT) -> None:
             pending.watermark = max(pending.watermark, float(times.max()))
         EVENTS.labels("applied").inc(len(times))
         EVENTS.labels("no_change").inc(len(batch) - len(times))
-        await flush(changed, list(events), times if changed is not None else None, pending.watermark)
+        await flush(changed, list(events), times if changed is not None else None)
         yield len(changed) if changed is not None else 0
 
 

@@ -47,14 +47,18 @@ class FeastRedisLayout:
             self.ts_field[view.name] = f"_ts:{name}".encode()
         if self.version != 3:
             raise ValueError(f"entity_key_serialization_version {self.version}: only version 3 is supported")
-        self._project_bytes = self.project.encode()
+        self.project_bytes = self.project.encode()
         self._keys: dict[tuple[str, tuple[str, ...]], bytes] = {}
         self._hset = {view.name: HsetEncoder(self.fields[view.name], self.ts_field[view.name]) for view in VIEWS}
+
+    def uncached_key(self, view: View, entities: tuple[str, ...]) -> bytes:
+        """For callers that keep their own cache (the feature service caches it with the entities)."""
+        return entity_key(view, entities, self.project_bytes)
 
     def key(self, view: View, entities: tuple[str, ...]) -> bytes:
         k = self._keys.get((view.name, entities))
         if k is None:
-            k = entity_key(view, entities, self._project_bytes)
+            k = self.uncached_key(view, entities)
             if len(self._keys) >= _KEY_CACHE_MAX:
                 self._keys.clear()
             self._keys[(view.name, entities)] = k
