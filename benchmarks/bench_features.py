@@ -23,11 +23,11 @@ import urllib.request
 import uuid
 
 from benchmarks.bench_simulator import machine
-from features.store import apply_definitions
+from features.store import apply_definitions, drop_online_rows
 from feedrank import infra
 from feedrank.contracts import EventType, ItemType, MemberEvent, Topic
 from feedrank.settings import Settings
-from services.kafka_io import LagProbe, ensure_topics, make_producer, topic
+from services.kafka_io import LagProbe, drop_topics, ensure_topics, make_producer, topic
 from services.supervisor import Supervisor
 
 
@@ -144,6 +144,10 @@ def run(n_backlog: int, rate: float, seconds: float) -> dict:
         result.update(rate_offered=rate, rate_achieved=round(sent / sending_s), live_events=sent)
         result["freshness_text"] = text
         assert sup.dead() == {}, sup.dead()
+    # The run's rows and topics go, so repeated runs start from the same Redis and Kafka (a Redis grown
+    # by earlier runs spends minutes rewriting its append-only file, on the cores the service uses).
+    drop_online_rows(s, s.feast_project)
+    drop_topics(s)
     return result
 
 

@@ -1,9 +1,10 @@
 """The streaming feature service: a Faust app folding ``member-events`` into the feature families.
 
-The agent takes micro-batches of events (``take_events``) and folds each batch into the rows of every
-view at once (:class:`features.row_state.RowState`, numpy). A flush then writes the changed rows to the
+Records reach the agent a Kafka fetch at a time (:mod:`features.batching`: Faust's per-record path
+alone would cap the worker at about 14k events/s), and each fetch is folded into the rows of every view
+at once (:class:`features.row_state.RowState`, numpy). A flush then writes the changed rows to the
 table's changelog (Kafka, so a restarted worker recovers them), to Feast's Redis online store, and,
-every few seconds, to the offline Parquet store; events are acknowledged only after all three, so
+every few seconds, to the offline Parquet store; records are acknowledged only after all three, so
 committed offsets never run ahead of what was written. Each row remembers the last offset it applied
 per source partition, so events re-read after a crash are not counted twice. Bad events are
 dead-lettered with the reason.
@@ -24,18 +25,21 @@ from dataclasses import dataclass, field
 import faust
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from prometheus_client import Counter, Histogram, start_http_server
 
-from features.families import SEP, VIEWS, View
+from features.batching import RecordBatch, deliver_in_batches
+from features.families import SEP, VIEWS
 from features.row_state import Changed, RowState, event_kind
-from feedrank.contracts import ContractError, DeadLetter, MemberEvent, Topic, parse, topic_name
+from feedrank.contracts import ContractError, DeadLetter, MemberEvent, Topic, parse, parse_all, topic_name
 from feedrank.settings import get_settings
 
 log = logging.getLogger(__name__)
 settings = get_settings()
 
-MICRO_BATCH_EVENTS = 5000
-MICRO_BATCH_WITHIN_S = 0.05
+FETCH_MAX_RECORDS = 20_000  # records per fetch, so per fold: larger folds amortise more when behind
+FETCHES_AHEAD = 2  # fetches waiting for the agent before the consumer stops fetching
+FLUSH_EVERY_S = 0.05
 OFFLINE_EVERY_S = 2.0
 OFFLINE_MAX_ROWS = 200_000
 
@@ -50,6 +54,8 @@ CONSUMER_SETTINGS: dict[str, object] = {
 app = faust.App(
     f"{settings.topic_prefix}feedrank-features",
     broker=f"kafka://{settings.kafka_bootstrap}",
+    broker_consumer=f"kafka-batching://{settings.kafka_bootstrap}",
+    broker_max_poll_records=FETCH_MAX_RECORDS,
     store="memory://",
     web_enabled=False,
     datadir=str(settings.state_dir / "faust"),
@@ -63,6 +69,9 @@ app = faust.App(
 member_events = app.topic(
     topic_name(Topic.MEMBER_EVENTS, settings.topic_prefix), key_serializer="raw", value_serializer="raw"
 )
+# The agent's input: member-events, one RecordBatch per fetch.
+event_batches = app.channel(maxsize=FETCHES_AHEAD)
+deliver_in_batches(app, member_events, event_batches)
 dead_letters = app.topic(
     topic_name(Topic.DEAD_LETTERS, settings.topic_prefix), key_serializer="raw", value_serializer="raw"
 )
@@ -91,7 +100,10 @@ ROWS_WRITTEN = Counter("feedrank_feature_rows_written_total", "feature rows writ
 class Sinks:
     """The changelog, online (Feast's Redis layout) and offline (Parquet) writers, opened lazily.
 
-    Offline rows are buffered into larger files (every OFFLINE_EVERY_S or OFFLINE_MAX_ROWS rows).
+    A micro-batch's rows go to the changelog and are encoded as HSETs on the event loop; the Redis
+    round trip runs on a thread of its own (``send_online``), so the next micro-batch is parsed and
+    folded while Redis applies this one. Offline rows are buffered into larger files (every
+    OFFLINE_EVERY_S or OFFLINE_MAX_ROWS rows).
     """
 
     def __init__(self) -> None:
@@ -101,9 +113,6 @@ class Sinks:
         self._buffer: dict[str, list[pa.Table]] = {}
         self._buffered = 0
         self._since = time.monotonic()
-        # Row key -> (entity values, Redis key): computed once per row, not once per write (the only
-        # cache of them here: the layout's own key cache is bypassed).
-        self._addresses: dict[str, tuple[tuple[str, ...], bytes]] = {}
 
     def _open(self) -> None:
         if self._layout is None:
@@ -114,55 +123,65 @@ class Sinks:
 
             self._layout = FeastRedisLayout(feature_store(settings), redis_client(settings))
             self._offline = OfflineAppender(settings.feast_dir / "offline")
-            self._changelog = make_producer(settings, **{"linger.ms": 5, "batch.num.messages": 10_000})
+            self._changelog = make_producer(
+                settings, **{"linger.ms": 5, "batch.num.messages": 10_000, "queue.buffering.max.messages": 1_000_000}
+            )
             self._changelog_topic = rows.changelog_topic.get_topic_name()
-
-    def _address(self, view: View, key: str) -> tuple[tuple[str, ...], bytes]:
-        got = self._addresses.get(key)
-        if got is None:
-            entities = tuple(key.split(SEP)[1:])
-            got = (entities, self._layout.uncached_key(view, entities))
-            if len(self._addresses) >= _ADDRESS_CACHE_MAX:
-                self._addresses.clear()
-            self._addresses[key] = got
-        return got
 
     def produce_changelog(self, changed: Changed) -> None:
         """One message per changed row, keyed as Faust keys the table (a JSON string), so it recovers it.
 
         Produced with librdkafka rather than Faust's per-message producer buffer, which sends one
-        message per await and caps the service at a few thousand row updates a second. Delivery is
-        awaited only before the events are acknowledged (``changelog_durable``): a crash before that
-        re-reads the events, and folds them again into the rows as the changelog last had them.
+        message per await. Delivery is awaited only before the events are acknowledged
+        (``changelog_durable``): a crash before that re-reads the events, and folds them again into the
+        rows as the changelog last had them.
         """
-        produce, name, parts = self._changelog.produce, self._changelog_topic, settings.topic_partitions
+        producer, name, parts = self._changelog, self._changelog_topic, settings.topic_partitions
+        produce = producer.produce
         raw = changed.records.tobytes()
         w = changed.records.shape[1] * 8
-        for i, key in enumerate(changed.keys):
-            k = key.encode()
-            produce(name, raw[i * w : (i + 1) * w], key=b'"%s"' % k, partition=zlib.crc32(k) % parts)
-        self._changelog.poll(0)
+        for i, k in enumerate(map(str.encode, changed.keys)):
+            value, key, partition = raw[i * w : (i + 1) * w], b'"%s"' % k, zlib.crc32(k) % parts
+            try:
+                produce(name, value, key=key, partition=partition)
+            except BufferError:  # librdkafka's queue is full: let it drain to the broker, then go on
+                while producer.flush(1.0) > 500_000:
+                    pass
+                produce(name, value, key=key, partition=partition)
+        producer.poll(0)
 
     def changelog_durable(self) -> None:
         if self._changelog is not None and self._changelog.flush(30) > 0:
             raise RuntimeError("changelog writes not acknowledged by Kafka within 30 s")
 
-    def write_online(self, changed: Changed, watermark: float) -> int:
-        """The changelog (in flight), then Redis; returns rows written."""
+    def write_online(self, changed: Changed, watermark: float) -> tuple[bytes, int]:
+        """Produce the changelog, buffer the offline rows; returns the HSETs for ``send_online``."""
         self._open()
         self.produce_changelog(changed)
         batches = {}
         for view in VIEWS:
-            keys, values = changed.stored(view)
-            if not keys:
+            sel, values = changed.select(view)
+            if not len(sel):
                 continue
-            addresses = [self._address(view, k) for k in keys]
-            batches[view.name] = ([a[1] for a in addresses], values)
-            columns = {name: pa.array([a[0][j] for a in addresses]) for j, name in enumerate(view.join_keys)}
-            columns.update({c: values[:, j] for j, c in enumerate(view.stored)})
-            self._buffer.setdefault(view.name, []).append(pa.table(columns))
-            self._buffered += len(keys)
-        return self._layout.write_keyed(batches, watermark)
+            # Join-key columns split out of the row keys by Arrow, not row by row in Python.
+            parts = pc.split_pattern(pa.array([changed.keys[i] for i in sel], pa.string()), SEP)
+            columns = [pc.list_element(parts, j + 1) for j in range(len(view.join_keys))]
+            batches[view.name] = (columns, values)
+            table = dict(zip(view.join_keys, columns, strict=True))
+            table.update({c: values[:, j] for j, c in enumerate(view.stored)})
+            self._buffer.setdefault(view.name, []).append(pa.table(table))
+            self._buffered += len(sel)
+        return self._layout.encode_hsets(batches, watermark)
+
+    def send_online(self, payload: bytes, n: int, event_times: np.ndarray | None) -> int:
+        """The Redis round trip (on the online thread); freshness is measured when it returns."""
+        from features.redis_layout import send_pipelined
+
+        send_pipelined(self._layout.client, payload, n)
+        ROWS_WRITTEN.inc(n)
+        if event_times is not None and len(event_times):
+            observe_many(FRESHNESS, np.maximum(0.0, time.time() - event_times))
+        return n
 
     @property
     def buffered(self) -> int:
@@ -188,7 +207,17 @@ class Sinks:
         self._open()
 
 
-_ADDRESS_CACHE_MAX = 2_000_000
+def observe_many(histogram: Histogram, values: np.ndarray) -> None:
+    """``histogram.observe`` for many values: bucket counts by numpy (one ``observe`` is ~1 us)."""
+    bounds = np.asarray(histogram._upper_bounds)
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    for bucket, c in zip(histogram._buckets, counts.tolist(), strict=False):
+        if c:
+            bucket.inc(c)
+    histogram._sum.inc(float(values.sum()))
+
+
+ONLINE_IN_FLIGHT = 2  # micro-batches written to Redis at once, at most (their payloads are in memory)
 
 
 sink = Sinks()
@@ -196,64 +225,68 @@ sink = Sinks()
 
 @dataclass
 class Pending:
-    """Events folded but not yet acknowledged: written online, waiting for the offline write.
+    """Records folded but not yet acknowledged, and the Redis writes they wait for.
 
     Rows are stamped with the event-time watermark (the newest event time seen), which never goes back.
     """
 
-    unacked: list[faust.types.EventT] = field(default_factory=list)
+    unacked: list[RecordBatch] = field(default_factory=list)
+    online: list[asyncio.Future] = field(default_factory=list)
     watermark: float = 0.0
     offline_tasks: set[asyncio.Task] = field(default_factory=set)
 
 
 pending = Pending()
 _flush_lock = asyncio.Lock()
-# Parquet files are written by one thread of their own, in order, so a slow file never holds up the
-# online writes behind it; the events a file covers are acknowledged when it is on disk.
+# Redis writes run on one thread, in order; Parquet files on another, so a slow file never holds up the
+# online writes behind it. The records a file covers are acknowledged when it is on disk and their
+# rows are in Redis and the changelog.
+_online_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="online")
 _offline_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offline")
 
 
-async def _write_offline_then_ack(tables: dict[str, pa.Table], events: list[faust.types.EventT]) -> None:
+async def _write_offline_then_ack(
+    tables: dict[str, pa.Table], batches: list[RecordBatch], online: list[asyncio.Future]
+) -> None:
     loop = asyncio.get_running_loop()
+    await asyncio.gather(*online)
     await loop.run_in_executor(_offline_pool, sink.changelog_durable)
     if tables:
         await loop.run_in_executor(_offline_pool, sink.write_offline, tables)
-    for ev in events:
-        ev.ack()
+    for batch in batches:
+        batch.ack()
 
 
 def _offline_done(task: asyncio.Task) -> None:
-    """A failed changelog or Parquet write must not pass silently: its events are unacknowledged, so the
-    worker exits and, restarted, re-reads them (the crash path the kill -9 test exercises)."""
+    """A failed Redis, changelog or Parquet write must not pass silently: its records are unacknowledged,
+    so the worker exits and, restarted, re-reads them (the crash path the kill -9 test exercises)."""
     pending.offline_tasks.discard(task)
     if not task.cancelled() and task.exception() is not None:
-        log.critical("offline or changelog write failed: %r; exiting to replay from offsets", task.exception())
+        log.critical("a feature write failed: %r; exiting to replay from offsets", task.exception())
         os._exit(70)
 
 
 async def flush(
     changed: Changed | None = None,
-    events: list[faust.types.EventT] | None = None,
+    records: RecordBatch | None = None,
     event_times: np.ndarray | None = None,
     force_offline: bool = False,
 ) -> int:
     """Changelog and Redis, then (when due, in the background) Parquet and acks; flushes run in order."""
     async with _flush_lock:
         written = 0
+        loop = asyncio.get_running_loop()
         if changed is not None and len(changed):
-            # Inline, not in a thread: the service is bound by the GIL, and handing each micro-batch to
-            # a thread measured ~10% slower than writing it from the event loop (Redis answers in ~ms).
-            written = sink.write_online(changed, pending.watermark)
-            ROWS_WRITTEN.inc(written)
-            if event_times is not None and len(event_times):
-                done = time.time()
-                for lag in np.maximum(0.0, done - event_times).tolist():
-                    FRESHNESS.observe(lag)
-        if events:
-            pending.unacked.extend(events)
+            payload, written = sink.write_online(changed, pending.watermark)
+            pending.online.append(loop.run_in_executor(_online_pool, sink.send_online, payload, written, event_times))
+            in_flight = [f for f in pending.online if not f.done()]
+            if len(in_flight) > ONLINE_IN_FLIGHT:  # Redis is behind: wait rather than queue without bound
+                await asyncio.wait(in_flight[: len(in_flight) - ONLINE_IN_FLIGHT])
+        if records is not None:
+            pending.unacked.append(records)
         if pending.unacked and (force_offline or sink.offline_due() or not sink.buffered):
-            task = asyncio.ensure_future(_write_offline_then_ack(sink.take_offline(), pending.unacked))
-            pending.unacked = []
+            task = asyncio.ensure_future(_write_offline_then_ack(sink.take_offline(), pending.unacked, pending.online))
+            pending.unacked, pending.online = [], []
             pending.offline_tasks.add(task)
             task.add_done_callback(_offline_done)
         if force_offline:
@@ -261,23 +294,24 @@ async def flush(
         return written
 
 
-def _dead_letter(ev: faust.types.EventT, reason: str) -> DeadLetter:
-    raw = ev.value if isinstance(ev.value, bytes) else str(ev.value).encode()
-    msg = ev.message
-    return DeadLetter.of("features", msg.topic, raw, reason, partition=msg.partition, offset=msg.offset, key=msg.key)
-
-
-@app.agent(member_events)
+@app.agent(event_batches)
 async def aggregate(stream: faust.StreamT) -> None:
-    async for events in stream.noack().take_events(MICRO_BATCH_EVENTS, within=MICRO_BATCH_WITHIN_S):
-        batch: list[tuple[MemberEvent, int, int]] = []
-        for ev in events:
-            try:
-                batch.append((parse(MemberEvent, ev.value), ev.message.partition, ev.message.offset))
-            except ContractError as err:
-                letter = _dead_letter(ev, str(err))
-                await dead_letters.send(key=(letter.key or "").encode(), value=letter.to_bytes())
-                EVENTS.labels("dead_letter").inc()
+    async for records in stream.noack():
+        events = parse_all(MemberEvent, records.values)
+        if events is not None:
+            batch = list(zip(events, records.partitions, records.offsets, strict=True))
+        else:  # some record is bad: parse one by one, dead-lettering the bad ones with the reason
+            batch = []
+            for raw, part, off, key in zip(
+                records.values, records.partitions, records.offsets, records.keys, strict=True
+            ):
+                try:
+                    batch.append((parse(MemberEvent, raw), part, off))
+                except ContractError as err:
+                    reason = str(err)
+                    letter = DeadLetter.of("features", records.topic, raw, reason, partition=part, offset=off, key=key)
+                    await dead_letters.send(key=(letter.key or "").encode(), value=letter.to_bytes())
+                    EVENTS.labels("dead_letter").inc()
         changed = state.fold(batch)
         # Freshness is measured for the events that update feature rows (not posts, connects...).
         times = np.fromiter((e.timestamp for e, _, _ in batch if event_kind(e) >= 0), dtype=np.float64)
@@ -285,11 +319,11 @@ async def aggregate(stream: faust.StreamT) -> None:
             pending.watermark = max(pending.watermark, float(times.max()))
         EVENTS.labels("applied").inc(len(times))
         EVENTS.labels("no_change").inc(len(batch) - len(times))
-        await flush(changed, list(events), times if changed is not None else None)
+        await flush(changed, records, times if changed is not None else None)
         yield len(changed) if changed is not None else 0
 
 
-@app.timer(interval=MICRO_BATCH_WITHIN_S)
+@app.timer(interval=FLUSH_EVERY_S)
 async def flush_on_time() -> None:
     if pending.unacked and (sink.offline_due() or not sink.buffered):
         await flush()

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import redis
 from feast import FeatureStore
 from feast.infra.online_stores.helpers import _mmh3
@@ -49,16 +51,15 @@ class FeastRedisLayout:
             raise ValueError(f"entity_key_serialization_version {self.version}: only version 3 is supported")
         self.project_bytes = self.project.encode()
         self._keys: dict[tuple[str, tuple[str, ...]], bytes] = {}
-        self._hset = {view.name: HsetEncoder(self.fields[view.name], self.ts_field[view.name]) for view in VIEWS}
-
-    def uncached_key(self, view: View, entities: tuple[str, ...]) -> bytes:
-        """For callers that keep their own cache (the feature service caches it with the entities)."""
-        return entity_key(view, entities, self.project_bytes)
+        self._hset = {
+            view.name: HsetEncoder(view, self.fields[view.name], self.ts_field[view.name], self.project_bytes)
+            for view in VIEWS
+        }
 
     def key(self, view: View, entities: tuple[str, ...]) -> bytes:
         k = self._keys.get((view.name, entities))
         if k is None:
-            k = self.uncached_key(view, entities)
+            k = entity_key(view, entities, self.project_bytes)
             if len(self._keys) >= _KEY_CACHE_MAX:
                 self._keys.clear()
             self._keys[(view.name, entities)] = k
@@ -66,28 +67,24 @@ class FeastRedisLayout:
 
     # ------------------------------------------------------------------ write
     def write(self, rows_by_view: dict[str, list[dict]], event_time: float) -> int:
-        """Rows as dicts of join keys and stored columns (convenient; the service uses ``write_views``)."""
+        """Rows as dicts of join keys and stored columns (convenient; the service uses ``encode_hsets``)."""
         batches = {}
         for view in VIEWS:
             rows = rows_by_view.get(view.name)
             if rows:
-                entities = [tuple(r[k] for k in view.join_keys) for r in rows]
+                columns = [pa.array([r[k] for r in rows], pa.string()) for k in view.join_keys]
                 values = np.array([[r[c] for c in view.stored] for r in rows], dtype=np.float64)
-                batches[view.name] = (entities, values)
-        return self.write_views(batches, event_time)
+                batches[view.name] = (columns, values)
+        payload, n = self.encode_hsets(batches, event_time)
+        if n:
+            send_pipelined(self.client, payload, n)
+        return n
 
-    def write_views(self, batches: dict[str, tuple[Sequence[tuple[str, ...]], np.ndarray]], event_time: float) -> int:
-        """Per view, entity tuples and their stored columns (``view.stored`` order)."""
-        keyed = {}
-        for view in VIEWS:
-            if view.name in batches:
-                entities, values = batches[view.name]
-                keyed[view.name] = ([self.key(view, e) for e in entities], values)
-        return self.write_keyed(keyed, event_time)
-
-    def write_keyed(self, batches: dict[str, tuple[Sequence[bytes], np.ndarray]], event_time: float) -> int:
-        """Per view, Redis keys (``key``) and stored columns: one HSET per row, the whole micro-batch sent
-        as one pipelined write of pre-encoded commands."""
+    def encode_hsets(
+        self, batches: dict[str, tuple[Sequence[pa.Array], np.ndarray]], event_time: float
+    ) -> tuple[bytes, int]:
+        """Per view, the rows' join-key columns (``join_keys`` order) and stored columns (``stored``
+        order) -> (one HSET per row, RESP-encoded and concatenated; how many), for ``send_pipelined``."""
         ts = Timestamp()
         ts.FromDatetime(datetime.fromtimestamp(event_time, tz=UTC))
         ts_bytes = ts.SerializeToString()
@@ -95,12 +92,10 @@ class FeastRedisLayout:
         n = 0
         for view in VIEWS:
             if view.name in batches:
-                keys, values = batches[view.name]
-                chunks.append(self._hset[view.name].encode(keys, values, ts_bytes))
-                n += len(keys)
-        if n:
-            _send_pipelined(self.client, b"".join(chunks), n)
-        return n
+                columns, values = batches[view.name]
+                chunks.append(self._hset[view.name].encode(columns, values, ts_bytes))
+                n += len(values)
+        return b"".join(chunks), n
 
     # ------------------------------------------------------------------ read
     def request_keys(
@@ -139,78 +134,145 @@ class FeastRedisLayout:
         return pd.DataFrame(columns)
 
 
-def entity_key(view: View, entities: Sequence[str], project: bytes) -> bytes:
-    """Feast's Redis key for an entity (``_redis_key``, serialization version 3), without protobufs:
-    the join-key count, the sorted join keys, then their string values, each length-prefixed."""
+def _entity_head(view: View) -> tuple[bytes, list[int]]:
+    """The start of a view's keys (join-key count and names, sorted) and the order values follow in."""
     head = _ENTITY_HEAD.get(view.name)
     if head is None:
         order = sorted(range(len(view.join_keys)), key=lambda j: view.join_keys[j])
+        names = [view.join_keys[j].encode() for j in order]
         head = _ENTITY_HEAD[view.name] = (
-            struct.pack("<I", len(order))
-            + b"".join(
-                struct.pack("<II", _STRING, len(view.join_keys[j].encode())) + view.join_keys[j].encode() for j in order
-            ),
+            struct.pack("<I", len(order)) + b"".join(struct.pack("<II", _STRING, len(n)) + n for n in names),
             order,
         )
-    prefix, order = head
-    parts = [prefix]
-    for j in order:
-        v = entities[j].encode()
-        parts.append(struct.pack("<II", _STRING, len(v)))
-        parts.append(v)
-    parts.append(project)
-    return b"".join(parts)
+    return head
+
+
+def entity_key(view: View, entities: Sequence[str], project: bytes) -> bytes:
+    """Feast's Redis key for an entity (``_redis_key``, serialization version 3), without protobufs:
+    the join-key count, the sorted join keys, then their string values, each length-prefixed."""
+    prefix, order = _entity_head(view)
+    return b"".join([prefix, *[_value_part(entities[j]) for j in order], project])
+
+
+def _value_part(value: str) -> bytes:
+    """A string entity value as the key holds it (type, length, bytes); cached, as members and items
+    recur across views and requests."""
+    part = _VALUE_PARTS.get(value)
+    if part is None:
+        raw = value.encode()
+        part = struct.pack("<II", _STRING, len(raw)) + raw
+        if len(_VALUE_PARTS) >= _KEY_CACHE_MAX:
+            _VALUE_PARTS.clear()
+        _VALUE_PARTS[value] = part
+    return part
+
+
+_VALUE_PARTS: dict[str, bytes] = {}
 
 
 class HsetEncoder:
-    """RESP-encoded ``HSET key _ts:view TS f1 v1 ... fn vn`` for many rows of one view at once.
-
-    Every field is a 4-byte mmh3 hash and every value a 9-byte Float64 ``Value``, so a row's field block
-    has a fixed layout: numpy fills the doubles into it for all rows in one go.
+    """RESP-encoded ``HSET key _ts:view TS f1 v1 ... fn vn`` for many rows of one view, with no Python
+    step per row: Arrow joins each row's key from its entity columns, numpy lays out the rest (every
+    field is a 4-byte mmh3 hash and every value a 9-byte Float64 ``Value``, so it has a fixed width),
+    and the commands come out of one Arrow buffer.
     """
 
-    def __init__(self, fields: list[bytes], ts_field: bytes) -> None:
-        self.head = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (len(fields) + 1))
+    def __init__(self, view: View, fields: list[bytes], ts_field: bytes, project: bytes) -> None:
+        self.order = sorted(range(len(view.join_keys)), key=lambda j: view.join_keys[j])
+        self.key_head = _entity_head(view)[0]
+        self.project = project
+        self.head = b"*%d\r\n$4\r\nHSET\r\n$" % (2 + 2 * (len(fields) + 1))
         self.ts_field = b"$%d\r\n%s\r\n" % (len(ts_field), ts_field)
-        dtype, self._prefixes = [], []
+        dtype: list[tuple[str, str]] = []
+        constants: dict[str, bytes] = {}
         for j, f in enumerate(fields):
             pre = b"$%d\r\n%s\r\n$9\r\n\x29" % (len(f), f)
             dtype += [(f"p{j}", f"V{len(pre)}"), (f"v{j}", "<f8"), (f"s{j}", "V2")]
-            self._prefixes.append(np.frombuffer(pre, dtype=f"V{len(pre)}")[0])
+            constants[f"p{j}"], constants[f"s{j}"] = pre, b"\r\n"
         self.dtype = np.dtype(dtype)
-        self._crlf = np.frombuffer(b"\r\n", dtype="V2")[0]
+        self.template = np.zeros((), dtype=self.dtype)
+        for name, raw in constants.items():
+            self.template[name] = np.frombuffer(raw, dtype=self.dtype[name])[0]
+        self.width = len(fields)
 
-    def encode(self, keys: Sequence[bytes], values: np.ndarray, ts: bytes) -> bytes:
-        n = len(keys)
-        if values.shape != (n, len(self._prefixes)):
-            raise ValueError(f"values of shape {values.shape} for {n} rows of {len(self._prefixes)} fields")
+    def keys(self, columns: Sequence[pa.Array]) -> pa.Array:
+        """Feast's Redis keys of rows from their join-key columns: what :func:`entity_key` gives one row."""
+        n = len(columns[0])
+        parts: list[pa.Array | pa.Scalar] = [_binary(self.key_head)]
+        for j in self.order:
+            value = columns[j].cast(pa.large_binary())
+            type_and_length = np.empty(n, dtype=[("type", "<u4"), ("length", "<u4")])
+            type_and_length["type"] = _STRING
+            type_and_length["length"] = pc.binary_length(value).to_numpy(zero_copy_only=False)
+            parts += [_fixed_width(type_and_length.tobytes(), 8, n), value]
+        parts.append(_binary(self.project))
+        return pc.binary_join_element_wise(*parts, _binary(b""))
+
+    def encode(self, columns: Sequence[pa.Array], values: np.ndarray, ts: bytes) -> bytes:
+        n = len(values)
+        if values.shape != (n, self.width) or any(len(c) != n for c in columns):
+            raise ValueError(f"values of shape {values.shape} for {[len(c) for c in columns]} rows of {self.width}")
+        if n == 0:
+            return b""
+        keys = self.keys(columns)
+        key_lengths = pc.cast(pc.binary_length(keys), pa.string()).cast(pa.large_binary())
         block = np.empty(n, dtype=self.dtype)
-        for j, pre in enumerate(self._prefixes):
-            block[f"p{j}"] = pre
+        block[...] = self.template
+        for j in range(self.width):
             block[f"v{j}"] = values[:, j]
-            block[f"s{j}"] = self._crlf
-        raw = block.tobytes()
-        w = self.dtype.itemsize
-        ts_part = self.ts_field + b"$%d\r\n%s\r\n" % (len(ts), ts)
-        head = self.head
-        return b"".join(
-            b"%s$%d\r\n%s\r\n%s%s" % (head, len(k), k, ts_part, raw[i * w : (i + 1) * w]) for i, k in enumerate(keys)
+        after_key = b"\r\n" + self.ts_field + b"$%d\r\n%s\r\n" % (len(ts), ts)
+        commands = pc.binary_join_element_wise(
+            _binary(self.head),
+            key_lengths,
+            _binary(b"\r\n"),
+            keys,
+            _binary(after_key),
+            _fixed_width(block.tobytes(), self.dtype.itemsize, n),
+            _binary(b""),
         )
+        return _concatenated(commands)
 
 
-def _send_pipelined(client: redis.Redis, payload: bytes, replies: int) -> None:
-    """Send pre-encoded commands on one connection and read every reply; the first error is raised."""
+def _binary(raw: bytes) -> pa.Scalar:
+    return pa.scalar(raw, pa.large_binary())
+
+
+def _fixed_width(raw: bytes, width: int, n: int) -> pa.Array:
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(raw)]).cast(pa.large_binary())
+
+
+def _concatenated(values: pa.Array) -> bytes:
+    """A large_binary array's values back to back: the slice of its data buffer they occupy."""
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[values.offset : values.offset + len(values) + 1]
+    return values.buffers()[2][int(offsets[0]) : int(offsets[-1])].to_pybytes()
+
+
+def send_pipelined(client: redis.Redis, payload: bytes, replies: int) -> None:
+    """Send pre-encoded single-line-reply commands (HSETs) on one connection and read every reply.
+
+    The replies are counted in the raw bytes rather than parsed one by one (redis-py spends ~2 us a
+    reply); each is one line, ``:n`` or ``-error``. The first error is raised.
+    """
     conn = client.connection_pool.get_connection()
     try:
         conn.send_packed_command([payload])
-        error = None
-        for _ in range(replies):
-            try:
-                conn.read_response()
-            except redis.ResponseError as err:  # keep reading, so the connection stays in step
-                error = error or err
-        if error is not None:
-            raise error
+        sock = conn._sock  # redis-py's connected (plain or TLS) socket
+        buffered, lines, first_error = b"", 0, None
+        while lines < replies:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                raise redis.ConnectionError("Redis closed the connection while replying")
+            data = buffered + chunk
+            end = data.rfind(b"\r\n") + 2
+            complete, buffered = data[:end], data[end:]
+            lines += complete.count(b"\r\n")
+            if first_error is None and (complete.startswith(b"-") or b"\n-" in complete):
+                at = 0 if complete.startswith(b"-") else complete.index(b"\n-") + 1
+                first_error = complete[at : complete.index(b"\r\n", at)].decode(errors="replace")
+        if lines != replies or buffered:
+            raise redis.ConnectionError(f"expected {replies} replies from Redis, got {lines}")
+        if first_error is not None:
+            raise redis.ResponseError(first_error[1:])
     except BaseException:
         conn.disconnect()
         raise

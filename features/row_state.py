@@ -68,13 +68,18 @@ class Changed:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def stored(self, view: View) -> tuple[list[str], np.ndarray]:
-        """The keys of one view's rows and their stored columns, in ``view.stored`` order."""
+    def select(self, view: View) -> tuple[np.ndarray, np.ndarray]:
+        """Which of the rows are the view's, and their stored columns in ``view.stored`` order."""
         sel = np.flatnonzero(self.view == VIEW_INDEX[view.name])
         nw = len(view.windows)
         values = np.column_stack([self.imp[sel, :nw], self.eng[sel, :nw], self.counts[sel], self.as_of[sel]]).astype(
             np.float64, copy=False
         )
+        return sel, values
+
+    def stored(self, view: View) -> tuple[list[str], np.ndarray]:
+        """The keys of one view's rows and their stored columns, in ``view.stored`` order."""
+        sel, values = self.select(view)
         return [self.keys[i] for i in sel], values
 
 
@@ -107,6 +112,19 @@ class RowState:
         offsets = np.full((cap, self.partitions), -1, dtype=np.int64)
         offsets[: len(self.offsets)] = self.offsets
         self.offsets = offsets
+
+    def _add_rows(self, keys: list[str], views: list[int]) -> None:
+        """Rows given slots (``len(self.keys)`` on) during a fold: arrays grown, recovered rows loaded."""
+        start = len(self.keys)
+        self.keys.extend(keys)
+        while len(self.keys) > len(self.as_of):
+            self._grow()
+        self.view[start : len(self.keys)] = views
+        if self._load is not None:
+            for s, key in enumerate(keys, start):
+                record = self._load(key)
+                if record is not None:
+                    self.unpack_into(s, record)
 
     def slot_of(self, key: str, view: int) -> int:
         s = self.slot.get(key)
@@ -153,8 +171,10 @@ class RowState:
         kinds: list[int] = []
         parts: list[int] = []
         offs: list[int] = []
-        n_views = len(VIEWS)
-        slot_of = self.slot_of
+        slot, append = self.slot, slots.append
+        get = slot.get
+        new_keys: list[str] = []
+        new_views: list[int] = []
         for e, part, off in batch:
             kind = event_kind(e)
             if kind < 0:
@@ -162,18 +182,27 @@ class RowState:
             if part >= self.partitions:
                 raise ValueError(f"source partition {part} >= the {self.partitions} partitions configured")
             for v, key in enumerate(row_keys(e)):
-                slots.append(slot_of(key, v))
-            times.extend([e.timestamp] * n_views)
-            kinds.extend([kind] * n_views)
-            parts.extend([part] * n_views)
-            offs.extend([off] * n_views)
+                s = get(key)
+                if s is None:  # a row not seen before: given its slot now, set up after the loop
+                    s = slot[key] = len(self.keys) + len(new_keys)
+                    new_keys.append(key)
+                    new_views.append(v)
+                append(s)
+            times.append(e.timestamp)
+            kinds.append(kind)
+            parts.append(part)
+            offs.append(off)
+        if new_keys:
+            self._add_rows(new_keys, new_views)
         if not slots:
             return None
+        # Every applied event updates one row of each view: per-event columns repeat per row.
+        n_views = len(VIEWS)
         r = np.asarray(slots, dtype=np.int64)
-        part_a = np.asarray(parts, dtype=np.int64)
-        off_a = np.asarray(offs, dtype=np.int64)
-        t = np.asarray(times)
-        kind_a = np.asarray(kinds, dtype=np.int64)
+        part_a = np.repeat(np.asarray(parts, dtype=np.int64), n_views)
+        off_a = np.repeat(np.asarray(offs, dtype=np.int64), n_views)
+        t = np.repeat(np.asarray(times), n_views)
+        kind_a = np.repeat(np.asarray(kinds, dtype=np.int64), n_views)
         fresh = off_a > self.offsets[r, part_a]  # not applied before (a replay after a crash is)
         if not fresh.all():
             r, part_a, off_a, t, kind_a = (x[fresh] for x in (r, part_a, off_a, t, kind_a))

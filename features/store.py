@@ -50,6 +50,22 @@ def redis_client(settings: Settings) -> redis.Redis:
     return redis.Redis(**settings.redis_kwargs())
 
 
+def drop_online_rows(settings: Settings, project_glob: str) -> int:
+    """Delete the online rows of the Feast projects matching ``project_glob`` (Feast's Redis keys end
+    with the project name), so that test and benchmark runs do not grow Redis without bound."""
+    client = redis_client(settings)
+    batch: list[bytes] = []
+    dropped = 0
+    for key in client.scan_iter(match=f"*{project_glob}".encode(), count=10_000):
+        batch.append(key)
+        if len(batch) >= 10_000:
+            dropped += client.unlink(*batch)
+            batch = []
+    if batch:
+        dropped += client.unlink(*batch)
+    return dropped
+
+
 class OnlineWriter:
     """Writes feature rows to the online store in Feast's layout, one Redis pipeline per micro-batch."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Annotated, Literal, TypeVar
 
@@ -249,6 +250,15 @@ class DeadLetter(Message):
 
 
 M = TypeVar("M", bound=Message)
+
+
+def parse_all(model: type[M], raws: Sequence[bytes | str | None]) -> list[M] | None:
+    """Every message decoded and validated, or None if any is bad (then :func:`parse` each, for the
+    reasons). The common all-good batch skips a Python call per message (~2 us of ~8)."""
+    try:
+        return list(map(model.__pydantic_validator__.validate_json, raws))
+    except (ValidationError, UnicodeDecodeError, TypeError, ValueError):
+        return None
 
 
 def parse(model: type[M], raw: bytes | str | None) -> M:

@@ -191,3 +191,14 @@ def consumer_lag(settings: Settings, group: str, t: Topic) -> int:
     """Messages of topic ``t`` not yet committed by consumer group ``group`` (as deployed, prefix included)."""
     with LagProbe(settings, group, t) as probe:
         return probe.lag()
+
+
+def drop_topics(settings: Settings) -> None:
+    """Delete every topic of the settings' namespace (``topic_prefix``), Faust's changelogs included."""
+    if not settings.topic_prefix:
+        raise ValueError("refusing to delete topics without a topic_prefix namespace")
+    admin = AdminClient(settings.kafka_client_config())
+    names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(settings.topic_prefix)]
+    if names:
+        for fut in admin.delete_topics(names).values():
+            fut.exception()

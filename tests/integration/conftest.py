@@ -11,16 +11,15 @@ from contextlib import contextmanager
 import numpy as np
 import pandas as pd
 import pytest
-from confluent_kafka.admin import AdminClient
 
 from features.families import VIEW_BY_NAME, VIEWS, stored_row
-from features.store import apply_definitions, feature_store
+from features.store import apply_definitions, drop_online_rows, feature_store
 from feedrank import infra
 from feedrank.contracts import Topic
 from feedrank.settings import Settings
 from services.demo import full_feeds
 from services.feed_client import FeedClient
-from services.kafka_io import ensure_topics, topic
+from services.kafka_io import drop_topics, ensure_topics, topic
 from services.supervisor import Supervisor, pipeline_services
 from services.traffic import SimulatedTraffic
 from services.traffic_service import publish_traffic
@@ -37,19 +36,7 @@ def base_settings() -> Iterator[Settings]:
 
 
 def drop_test_feature_rows(s: Settings) -> None:
-    """Remove the online rows of every test project (Feast's Redis keys end with the project name), so
-    repeated local runs do not grow Redis without bound."""
-    import redis
-
-    client = redis.Redis(**s.redis_kwargs())
-    batch: list[bytes] = []
-    for key in client.scan_iter(match=b"*test_*", count=10_000):
-        batch.append(key)
-        if len(batch) >= 10_000:
-            client.unlink(*batch)
-            batch = []
-    if batch:
-        client.unlink(*batch)
+    drop_online_rows(s, "test_*")
 
 
 def isolated_settings(base: Settings, tmp_path, **overrides) -> Settings:
@@ -67,14 +54,6 @@ def isolated_settings(base: Settings, tmp_path, **overrides) -> Settings:
     ensure_topics(s)
     apply_definitions(s)
     return s
-
-
-def drop_topics(s: Settings) -> None:
-    admin = AdminClient(s.kafka_client_config())
-    names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(s.topic_prefix)]
-    if names:
-        for fut in admin.delete_topics(names).values():
-            fut.exception()
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,12 @@ import time
 
 from features.families import recompute
 from feedrank.contracts import Topic
-from services.kafka_io import LagProbe
+from services.kafka_io import LagProbe, drop_topics
 from services.supervisor import Supervisor
 from services.traffic import SimulatedTraffic
 from services.traffic_service import MemberEventPublisher
 
-from .conftest import drop_topics, isolated_settings, wait_online_equals
+from .conftest import isolated_settings, wait_online_equals
 
 
 def test_kill_9_and_restart_equals_uninterrupted(base_settings, tmp_path):

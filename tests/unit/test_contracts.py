@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from feedrank.contracts import ContractError, FeedRequest, MemberEvent, RankedFeed, parse
+from feedrank.contracts import ContractError, FeedRequest, MemberEvent, RankedFeed, parse, parse_all
 
 NOW = time.time()
 
@@ -72,3 +72,11 @@ def test_ranked_feed_scores_are_probabilities():
     }
     with pytest.raises(ContractError, match="score"):
         parse(RankedFeed, json.dumps(raw))
+
+
+def test_parse_all_takes_a_good_batch_whole_and_refuses_one_with_a_bad_record():
+    good = [event(), event(event_type="click")]
+    parsed = parse_all(MemberEvent, good)
+    assert parsed == [parse(MemberEvent, r) for r in good]
+    for bad in (b"{broken", None, b"\xff\xfe", event(timestamp=-1)):
+        assert parse_all(MemberEvent, [*good, bad]) is None

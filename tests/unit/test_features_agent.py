@@ -7,6 +7,7 @@ import time
 import pytest
 
 from features import app as feature_app
+from features.batching import RecordBatch
 from features.families import VIEW_BY_NAME, RowKey
 from features.row_state import RowState
 
@@ -18,7 +19,10 @@ class RecordingSink:
 
     def write_online(self, changed, watermark):
         self.batches.append((changed, watermark))
-        return len(changed)
+        return b"", len(changed)
+
+    def send_online(self, payload, n, event_times):
+        return n
 
     buffered = 1  # pretend rows wait for the offline write until it is forced
 
@@ -73,10 +77,8 @@ def test_agent_counts_writes_rows_and_dead_letters(agent_env):
 
     async def scenario():
         async with feature_app.aggregate.test_context() as agent:
-            await agent.put(_event("impression"))
-            await agent.put(_event("click"))
-            await agent.put(b"{broken")
-            await agent.put(_event("like", item_actor_id=None))
+            await agent.put(RecordBatch.of("member-events", [_event("impression"), _event("click")]))
+            await agent.put(RecordBatch.of("member-events", [b"{broken", _event("like", item_actor_id=None)], 0, 2))
             await feature_app.flush(force_offline=True)
 
     asyncio.run(scenario())
@@ -86,6 +88,6 @@ def test_agent_counts_writes_rows_and_dead_letters(agent_env):
     keys, values = sink.batches[-1][0].stored(view)
     got = dict(zip(view.stored, values[keys.index("member_stats|m1")], strict=True))
     assert got["imp_total"] == 1 and got["eng_total"] == 1 and got["imp_7d"] > 0.99
-    reasons = [json.loads(v)["reason"] for _, v in letters.sent]
-    assert len(reasons) == 2
-    assert "malformed JSON" in reasons[0] and "item_actor_id" in reasons[1]
+    letters = [json.loads(v) for _, v in letters.sent]
+    assert [(d["partition"], d["offset"]) for d in letters] == [(0, 2), (0, 3)]
+    assert "malformed JSON" in letters[0]["reason"] and "item_actor_id" in letters[1]["reason"]
