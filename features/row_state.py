@@ -126,20 +126,6 @@ class RowState:
                 if record is not None:
                     self.unpack_into(s, record)
 
-    def slot_of(self, key: str, view: int) -> int:
-        s = self.slot.get(key)
-        if s is None:
-            s = len(self.keys)
-            if s == len(self.as_of):
-                self._grow()
-            self.slot[key] = s
-            self.keys.append(key)
-            self.view[s] = view
-            record = self._load(key) if self._load is not None else None
-            if record is not None:
-                self.unpack_into(s, record)
-        return s
-
     # ------------------------------------------------------------------ records
     @property
     def record_width(self) -> int:
