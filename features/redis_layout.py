@@ -151,23 +151,12 @@ def entity_key(view: View, entities: Sequence[str], project: bytes) -> bytes:
     """Feast's Redis key for an entity (``_redis_key``, serialization version 3), without protobufs:
     the join-key count, the sorted join keys, then their string values, each length-prefixed."""
     prefix, order = _entity_head(view)
-    return b"".join([prefix, *[_value_part(entities[j]) for j in order], project])
-
-
-def _value_part(value: str) -> bytes:
-    """A string entity value as the key holds it (type, length, bytes); cached, as members and items
-    recur across views and requests."""
-    part = _VALUE_PARTS.get(value)
-    if part is None:
-        raw = value.encode()
-        part = struct.pack("<II", _STRING, len(raw)) + raw
-        if len(_VALUE_PARTS) >= _KEY_CACHE_MAX:
-            _VALUE_PARTS.clear()
-        _VALUE_PARTS[value] = part
-    return part
-
-
-_VALUE_PARTS: dict[str, bytes] = {}
+    parts = [prefix]
+    for j in order:
+        v = entities[j].encode()
+        parts += [struct.pack("<II", _STRING, len(v)), v]
+    parts.append(project)
+    return b"".join(parts)
 
 
 class HsetEncoder:
@@ -178,8 +167,7 @@ class HsetEncoder:
     """
 
     def __init__(self, view: View, fields: list[bytes], ts_field: bytes, project: bytes) -> None:
-        self.order = sorted(range(len(view.join_keys)), key=lambda j: view.join_keys[j])
-        self.key_head = _entity_head(view)[0]
+        self.key_head, self.order = _entity_head(view)
         self.project = project
         self.head = b"*%d\r\n$4\r\nHSET\r\n$" % (2 + 2 * (len(fields) + 1))
         self.ts_field = b"$%d\r\n%s\r\n" % (len(ts_field), ts_field)
