@@ -50,7 +50,7 @@ def build_training_set(events: Iterable[MemberEvent], scorers: Mapping[ItemType,
                     "item_type": e.item_type.value,
                     "actor_id": e.item_actor_id,
                     "timestamp": e.timestamp,
-                    "fpr_score": scorer.score(inv, e.member_id, e.item_id, e.timestamp)[0],
+                    "fpr_score": float(scorer.score(inv, e.member_id, [e.item_id], e.timestamp)[0][0]),
                     "label": int(last_engaged.get((e.member_id, e.item_id), -1.0) >= e.timestamp),
                 }
                 if "true_p" in e.attributes:

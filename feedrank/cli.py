@@ -104,6 +104,11 @@ def _feed(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.model == "fpr":
+        return _train_fprs(args)
+    if args.name or args.data:
+        print("feedrank train spr takes no NAME or --data", file=sys.stderr)
+        return 2
     from services.traffic import SimulatedTraffic
     from services.train_spr import train_spr
 
@@ -112,6 +117,122 @@ def _train(args: argparse.Namespace) -> int:
     )
     print(json.dumps({"version": version, "holdout": metrics}, indent=2))
     return 0
+
+
+def _params(pairs: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` overrides, VALUE read as TOML (``epochs=3``, ``use_minilm=false``, ``name="x"``)."""
+    import tomllib
+
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param {pair!r} must look like KEY=VALUE")
+        try:
+            out[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = value  # a bare string
+    return out
+
+
+def _train_fprs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rankers.registry import ConfigError, load_config
+    from services.fpr_training import TrafficNotFound, load_traffic, train_fpr
+    from services.traffic import SimulatedTraffic
+
+    s = get_settings()
+    try:
+        names = load_config(s.pipeline_config).fpr_names if args.name in (None, "all") else [args.name]
+        params = _params(args.param)
+        if args.data:
+            traffic = load_traffic(Path(args.data))
+        else:
+            traffic = SimulatedTraffic(members=args.members, requests=args.requests, seed=args.seed).logged()
+        report = {}
+        for name in names:
+            version, metrics = train_fpr(s, name, traffic, params, show_progress=not args.quiet)
+            report[name] = {"version": version, "metrics": metrics}
+            if not args.quiet:
+                print(f"fpr {name}: trained fpr-{name}/{version}", file=sys.stderr)
+    except (ConfigError, TrafficNotFound, ValueError) as err:
+        print(f"feedrank train fpr: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2, default=float))
+    return 0
+
+
+def _fpr(args: argparse.Namespace) -> int:
+    from rankers.registry import ConfigError, load_config
+
+    try:
+        config = load_config(get_settings().pipeline_config)
+        if args.name not in config.fprs:
+            raise ConfigError(f"unknown FPR {args.name!r}; configured: {', '.join(config.fpr_names)}")
+        spec = config.fprs[args.name]
+        sources = [bool(args.interactions), bool(args.edges), args.simulate]
+        if sum(sources) != 1:
+            print("feedrank fpr evaluate: give exactly one of --interactions, --edges, --simulate", file=sys.stderr)
+            return 2
+        result = _evaluate_fpr(args, spec)
+    except (ConfigError, ValueError) as err:
+        print(f"feedrank fpr evaluate: {err}", file=sys.stderr)
+        return 2
+    data = result.pop("data", None)
+    if data is not None:
+        print("evaluated on " + ", ".join(f"{k}={int(v)}" for k, v in data.items()), file=sys.stderr)
+    if args.json:
+        print(json.dumps(result, indent=2, default=float))
+    else:
+        _print_evaluation(args.name, result)
+    return 0
+
+
+def _evaluate_fpr(args: argparse.Namespace, spec) -> dict:
+    from evaluation import interactions as ev
+
+    if args.interactions:
+        return ev.evaluate_interactions(
+            spec.build_offline(), ev.read_interactions(args.interactions), k=args.k, max_members=args.max_members
+        )
+    if args.edges:
+        return ev.evaluate_edges(
+            spec.build_offline(),
+            ev.read_edges(args.edges),
+            holdout=args.holdout,
+            k=args.k,
+            max_members=args.max_members,
+        )
+    from evaluation.fpr_oracle import oracle_eval, simulate
+    from services.fpr_training import progress_bar
+
+    with progress_bar(disable=args.json) as progress:
+        sw = simulate(members=args.members, requests=args.requests, seed=args.seed, progress=progress)
+        return oracle_eval(
+            sw,
+            spec.resolve_trainer(),
+            lambda m: spec.build(model=m),
+            spec.build_baseline(),
+            params=_params(args.param),
+            k=args.k,
+            progress=progress,
+        )
+
+
+def _print_evaluation(name: str, result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"fpr {name}")
+    table.add_column("ranker")
+    metrics = sorted({m for v in result.values() if isinstance(v, dict) for m in v if "@" in m})
+    for m in metrics:
+        table.add_column(m, justify="right")
+    for ranker, values in result.items():
+        if isinstance(values, dict) and any("@" in m for m in values):
+            table.add_row(ranker, *[f"{values.get(m, float('nan')):.4f}" for m in metrics])
+    Console().print(table)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -198,12 +319,36 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_argument("--timeout", type=float, default=15.0)
     feed.set_defaults(func=_feed)
 
-    train = sub.add_parser("train", help="train a model")
-    train.add_argument("model", choices=["spr"])
+    train = sub.add_parser("train", help="train a model: spr, or fpr NAME (or all)")
+    train.add_argument("model", choices=["spr", "fpr"])
+    train.add_argument("name", nargs="?", help="fpr: the FPR to train, or all (default)")
+    train.add_argument("--data", help="fpr: a `feedrank simulate --out` folder to train on (default: simulate)")
+    train.add_argument("--param", action="append", default=[], help="fpr: KEY=VALUE override of its config.toml")
+    train.add_argument("--quiet", action="store_true")
     train.add_argument("--members", type=int, default=2000)
     train.add_argument("--requests", type=int, default=3000, help="simulated feed requests")
     train.add_argument("--seed", type=int, default=7)
     train.set_defaults(func=_train)
+
+    fpr = sub.add_parser("fpr", help="first-pass rankers: offline evaluation")
+    fpr_sub = fpr.add_subparsers(dest="fpr_command", required=True)
+    ev = fpr_sub.add_parser(
+        "evaluate",
+        help="leave-last-out HR/NDCG on an interaction file, held-out edges, or the simulator's oracle",
+    )
+    ev.add_argument("name", help="a configured FPR")
+    ev.add_argument("--interactions", help="CSV or Parquet: member_id,item_id,timestamp[,label]")
+    ev.add_argument("--edges", help="people: CSV or Parquet of member_a,member_b")
+    ev.add_argument("--simulate", action="store_true", help="train on a simulated world, compare with the oracle")
+    ev.add_argument("--k", type=int, default=10)
+    ev.add_argument("--holdout", type=float, default=0.1, help="edges: share held out")
+    ev.add_argument("--max-members", type=int, default=None, help="evaluate a seeded sample of members")
+    ev.add_argument("--members", type=int, default=2000, help="--simulate: world size")
+    ev.add_argument("--requests", type=int, default=20000, help="--simulate: feed requests")
+    ev.add_argument("--seed", type=int, default=11)
+    ev.add_argument("--param", action="append", default=[], help="--simulate: KEY=VALUE trainer override")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=_fpr)
 
     sim = sub.add_parser("simulate", help="simulate a professional network: member events and logged traffic")
     sim.add_argument("--members", type=int, default=5000)

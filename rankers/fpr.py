@@ -1,31 +1,42 @@
 """The first-pass ranker contract: a candidate source plus a scorer, per inventory.
 
-An FPR answers "what are this member's best k items of my inventory?" with scores on a probability
-scale, its model version, and the features it used, so that the mixer can log and explain them.
+An FPR answers "what are this member's best k items of my inventory?" with scores on a calibrated
+probability scale (P(click | shown in the feed)), its model version, and the features it used, so
+that the mixer can log and explain them. Scorers work on a whole candidate list at once: models are
+evaluated as one matrix, which is what keeps a k=100 answer within milliseconds.
+
+A member the FPR knows nothing about gets the FPR's cold-start list (its ``cold_start`` source),
+scored by the same scorer; scorers treat unknown members and items as "no history", never as errors.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from feedrank.contracts import Candidate
+import numpy as np
+
+from feedrank.contracts import Candidate, ItemType
 from rankers.inventory import Inventory
+
+FeatureColumns = dict[str, np.ndarray]
 
 
 class CandidateSource(Protocol):
     def candidates(self, inv: Inventory, member_id: str, now: float) -> Iterable[str]:
-        """Ids of the items (or members) this inventory could show the member."""
+        """Ids of the items (or members) this inventory could show the member, with no repeats."""
         ...
 
 
 class Scorer(Protocol):
     version: str
 
-    def score(self, inv: Inventory, member_id: str, item_id: str, now: float) -> tuple[float, dict[str, float]]:
-        """Probability of engagement, and the features behind it."""
+    def score(
+        self, inv: Inventory, member_id: str, item_ids: Sequence[str], now: float
+    ) -> tuple[np.ndarray, FeatureColumns]:
+        """Calibrated P(click) per item, and the features behind it (one array per feature name)."""
         ...
 
 
@@ -35,27 +46,51 @@ class FirstPassRanker:
     source: CandidateSource
     scorer: Scorer
     k: int = 50
+    cold_start: CandidateSource | None = None
+    serves: ItemType | None = None  # None: whatever the inventory says each item is
 
     @property
     def model_version(self) -> str:
         return f"{self.name}/{self.scorer.version}"
 
+    def candidate_ids(self, inv: Inventory, member_id: str, now: float) -> list[str]:
+        ids = list(self.source.candidates(inv, member_id, now))
+        if not ids and self.cold_start is not None:
+            ids = list(self.cold_start.candidates(inv, member_id, now))
+        return ids
+
     def top_k(self, inv: Inventory, member_id: str, now: float, k: int | None = None) -> list[Candidate]:
         k = self.k if k is None else k
-        scored: list[Candidate] = []
-        for item_id in self.source.candidates(inv, member_id, now):
-            p, feats = self.scorer.score(inv, member_id, item_id, now)
-            item = inv.items.get(item_id)
-            if item is not None:
-                scored.append(
-                    Candidate(
-                        item_id=item_id, item_type=item.item_type, actor_id=item.actor_id, score=p, features=feats
-                    )
-                )
-            else:  # a member as the item (people you may know): the actor is that member
-                scored.append(Candidate(item_id=item_id, item_type="member", actor_id=item_id, score=p, features=feats))
-        scored.sort(key=lambda c: (-c.score, c.item_id))
-        return scored[:k]
+        ids = self.candidate_ids(inv, member_id, now)
+        if not ids or k <= 0:
+            return []
+        scores, feats = self.scorer.score(inv, member_id, ids, now)
+        scores = np.clip(np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0), 0.0, 1.0)
+        top = top_indices(scores, k)
+        return [self._candidate(inv, ids[i], float(scores[i]), {n: float(v[i]) for n, v in feats.items()}) for i in top]
+
+    def _candidate(self, inv: Inventory, item_id: str, score: float, feats: dict[str, float]) -> Candidate:
+        item = inv.items.get(item_id)
+        if item is not None:
+            return Candidate(
+                item_id=item_id, item_type=item.item_type, actor_id=item.actor_id, score=score, features=feats
+            )
+        # a member as the item (people you may know): the actor is that member
+        return Candidate(item_id=item_id, item_type=ItemType.MEMBER, actor_id=item_id, score=score, features=feats)
+
+
+def top_indices(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k best scores, best first; ties keep candidate order (deterministic)."""
+    n = len(scores)
+    if k < n:
+        part = np.argpartition(-scores, k - 1)[:k]
+        # everything tied with the k-th score competes on candidate order
+        kth = scores[part].min()
+        pool = np.flatnonzero(scores >= kth)
+    else:
+        pool = np.arange(n)
+    order = pool[np.lexsort((pool, -scores[pool]))]
+    return order[:k]
 
 
 def sigmoid(x: float) -> float:

@@ -22,18 +22,50 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class FprSpec:
+    """One FPR as the pipeline sees it; everything else about it lives in its team's folder.
+
+    ``factory`` builds the ranker (given the trained scorer as ``model`` when there is one), ``trainer``
+    fits that scorer from logged traffic, ``baseline`` is the simple scorer it must beat, ``offline`` is
+    the model ``feedrank fpr evaluate`` fits on an interaction (or edge) file, and ``model`` names the
+    versioned artifact (``fpr-NAME`` by default).
+    """
+
     name: str
     factory: str
     serves: ItemType
     k: int
     params: dict[str, Any] = field(default_factory=dict)
+    trainer: str | None = None
+    baseline: str | None = None
+    offline: str | None = None
+    model: str | None = None
 
-    def build(self) -> FirstPassRanker:
+    @property
+    def artifact(self) -> str:
+        return self.model or f"fpr-{self.name}"
+
+    def build(self, model: Any | None = None) -> FirstPassRanker:
         fn = _resolve(self.factory, f"fprs.{self.name}.factory")
+        extra = {"model": model} if model is not None else {}
         try:
-            return fn(name=self.name, k=self.k, **self.params)
+            return fn(name=self.name, k=self.k, **extra, **self.params)
         except TypeError as err:
             raise ConfigError(f"fprs.{self.name}: {err}") from None
+
+    def _need(self, key: str) -> str:
+        ref = getattr(self, key)
+        if ref is None:
+            raise ConfigError(f"fprs.{self.name} declares no {key!r}")
+        return ref
+
+    def resolve_trainer(self) -> Any:
+        return _resolve(self._need("trainer"), f"fprs.{self.name}.trainer")
+
+    def build_baseline(self) -> Any:
+        return _resolve(self._need("baseline"), f"fprs.{self.name}.baseline")()
+
+    def build_offline(self) -> Any:
+        return _resolve(self._need("offline"), f"fprs.{self.name}.offline")()
 
 
 @dataclass(frozen=True)
@@ -86,7 +118,11 @@ def parse_config(data: dict[str, Any]) -> PipelineConfig:
         k = table.pop("k", 50)
         if not isinstance(k, int) or k < 1:
             raise ConfigError(f"fprs.{name}.k must be a positive integer, got {k!r}")
-        fprs[name] = FprSpec(name, factory, serves, k, table)
+        refs = {key: table.pop(key, None) for key in ("trainer", "baseline", "offline", "model")}
+        for key, ref in refs.items():
+            if ref is not None and not isinstance(ref, str):
+                raise ConfigError(f"fprs.{name}.{key} must be a string, got {ref!r}")
+        fprs[name] = FprSpec(name, factory, serves, k, table, **refs)
     if not fprs:
         raise ConfigError("pipeline config declares no [fprs.*] entry")
     rules = []

@@ -13,7 +13,9 @@ from feedrank import infra
 from feedrank.contracts import RankedFeed
 from feedrank.settings import Settings
 from rankers.mixer.spr import MODEL_COLUMNS
+from rankers.registry import load_config
 from services.feed_client import FeedClient, FeedTimeout
+from services.fpr_training import train_fpr
 from services.kafka_io import ensure_topics
 from services.model_store import ModelNotFound, ModelStore, load_spr
 from services.supervisor import Supervisor, pipeline_services
@@ -30,6 +32,7 @@ def prepare(settings: Settings, generator: SimulatedTraffic, retrain: bool = Fal
         console.print(f"[green]infra[/] {c.line()}")
     ensure_topics(settings)
     apply_definitions(settings)
+    train_missing_fprs(settings, generator, retrain)
     try:
         if retrain:
             raise ModelNotFound
@@ -41,6 +44,30 @@ def prepare(settings: Settings, generator: SimulatedTraffic, retrain: bool = Fal
             f"[green]spr[/] trained {version}: held-out AUC {metrics['auc']:.3f}, "
             f"O/E {metrics['o_over_e']:.2f} on {int(metrics['rows_test'])} rows"
         )
+
+
+def train_missing_fprs(settings: Settings, generator: SimulatedTraffic, retrain: bool = False) -> None:
+    """Train each configured FPR that has no model yet, on the traffic the demo is about to publish."""
+    store = ModelStore(settings.model_dir)
+    config = load_config(settings.pipeline_config)
+    missing = []
+    for name, spec in config.fprs.items():
+        if spec.trainer is None:
+            continue
+        try:
+            if retrain:
+                raise ModelNotFound
+            store.load(spec.artifact)
+        except ModelNotFound:
+            missing.append(name)
+    if not missing:
+        return
+    with console.status("simulating the traffic the first-pass rankers train on"):
+        traffic = generator.logged()
+    for name in missing:
+        version, metrics = train_fpr(settings, name, traffic)
+        auc = metrics.get("auc", float("nan"))
+        console.print(f"[green]fpr {name}[/] trained {version}: held-out AUC {auc:.3f}")
 
 
 def wait_for_full_feed(client: FeedClient, member_id: str, expected: set[str], timeout_s: float) -> RankedFeed:

@@ -17,9 +17,10 @@ from feedrank.contracts import ContractError, FeedRequest, FprCandidates, Member
 from feedrank.settings import Settings
 from rankers.fpr import FirstPassRanker
 from rankers.inventory import Inventory
-from rankers.registry import load_config
+from rankers.registry import FprSpec, load_config
 from services.kafka_io import ensure_topics, make_consumer, make_producer, topic
-from services.runtime import assign_from_beginning
+from services.model_store import ModelNotFound, ModelStore
+from services.runtime import assign_from_beginning, setup_logging, stop_event
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,37 @@ class FprService:
             inv_consumer.close()
 
 
+def load_ranker(settings: Settings, spec: FprSpec) -> FirstPassRanker:
+    """The FPR around its current trained artifact (``fpr-NAME/CURRENT``); the baseline scorer if none.
+
+    Serving the baseline keeps a new deployment answering before its first training run; the model
+    version in every answer (``NAME/popularity`` etc.) says which one is serving.
+    """
+    try:
+        artifact = ModelStore(settings.model_dir).load(spec.artifact)
+    except ModelNotFound:
+        if spec.trainer is not None:
+            log.warning(
+                "no trained %s model yet: serving the baseline (train with `feedrank train fpr %s`)",
+                spec.name,
+                spec.name,
+            )
+        return spec.build()
+    scorer = artifact.model
+    scorer.version = artifact.version
+    return spec.build(model=scorer)
+
+
 def build_service(settings: Settings, name: str) -> FprService:
     config = load_config(settings.pipeline_config)
     if name not in config.fprs:
         raise SystemExit(f"unknown FPR {name!r}; configured: {', '.join(config.fpr_names)}")
-    return FprService(settings, config.fprs[name].build())
+    return FprService(settings, load_ranker(settings, config.fprs[name]))
+
+
+def main(name: str) -> None:
+    """A team's service entry (``python -m rankers.NAME``): the same process as ``feedrank serve fpr-NAME``."""
+    from feedrank.settings import get_settings
+
+    setup_logging(f"fpr-{name}")
+    build_service(get_settings(), name).run(stop_event())

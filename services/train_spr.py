@@ -9,6 +9,7 @@ from features.training_set import build_training_set
 from feedrank.settings import Settings
 from rankers.mixer.spr import MODEL_COLUMNS, SecondPassRanker
 from rankers.registry import load_config
+from services.fpr_service import load_ranker
 from services.model_store import ModelStore
 from services.traffic import SimulatedTraffic
 
@@ -16,7 +17,8 @@ from services.traffic import SimulatedTraffic
 def train_spr(settings: Settings, generator: SimulatedTraffic, C: float = 1.0) -> tuple[str, dict[str, float]]:
     """Train on the generator's traffic with a time split (last 20% held out); returns version and metrics."""
     config = load_config(settings.pipeline_config)
-    scorers = {spec.serves: spec.build().scorer for spec in config.fprs.values()}
+    # the FPR scores the services will send: their current trained models (or baselines)
+    scorers = {spec.serves: load_ranker(settings, spec).scorer for spec in config.fprs.values()}
     data = build_training_set(generator.events(), scorers)
     if len(data) < 50:
         raise ValueError(f"only {len(data)} training rows; generate more sessions")

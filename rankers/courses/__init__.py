@@ -1,1 +1,2 @@
-"""Courses FPR: courses that build on the member's skills."""
+"""Courses FPR: catalog courses the member has not seen, ranked by a calibrated blend of neural
+collaborative filtering and a GLMix response model (settings in config.toml)."""

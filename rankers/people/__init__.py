@@ -1,1 +1,2 @@
-"""People you may know: members two hops away in the connection graph."""
+"""People you may know: graph candidates (friends of friends, common companies, LINE neighbours) ranked
+by a calibrated click model trained on logged member-card impressions."""

@@ -17,7 +17,7 @@ from features.store import apply_definitions, drop_online_rows, feature_store
 from feedrank import infra
 from feedrank.contracts import Topic
 from feedrank.settings import Settings
-from services.demo import full_feeds
+from services.demo import full_feeds, train_missing_fprs
 from services.feed_client import FeedClient
 from services.kafka_io import drop_topics, ensure_topics, topic
 from services.supervisor import Supervisor, pipeline_services
@@ -62,9 +62,13 @@ def generator() -> SimulatedTraffic:
 
 
 @contextmanager
-def running_services(base: Settings, tmp_path, generator: SimulatedTraffic) -> Iterator[tuple[Settings, Supervisor]]:
-    """Every service as its own process on a fresh topic namespace with a trained mixer; torn down after."""
-    s = isolated_settings(base, tmp_path)
+def running_services(
+    base: Settings, tmp_path, generator: SimulatedTraffic, **overrides: object
+) -> Iterator[tuple[Settings, Supervisor]]:
+    """Every service as its own process on a fresh topic namespace, with FPR models and a mixer trained on
+    the generator's traffic; torn down after."""
+    s = isolated_settings(base, tmp_path, **overrides)
+    train_missing_fprs(s, generator)
     train_spr(s, generator)
     sup = Supervisor(s)
     sup.start_all()

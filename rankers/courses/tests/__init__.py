@@ -1,0 +1,1 @@
+"""Unit tests of the courses FPR (pure: no Kafka, no Redis)."""
