@@ -32,7 +32,8 @@ def prepare(settings: Settings, generator: SimulatedTraffic, retrain: bool = Fal
         console.print(f"[green]infra[/] {c.line()}")
     ensure_topics(settings)
     apply_definitions(settings)
-    train_missing_fprs(settings, generator, retrain)
+    # new FPR models change the FPR scores the second pass learned from: retrain it too
+    retrain = train_missing_fprs(settings, generator, retrain) or retrain
     try:
         if retrain:
             raise ModelNotFound
@@ -46,8 +47,9 @@ def prepare(settings: Settings, generator: SimulatedTraffic, retrain: bool = Fal
         )
 
 
-def train_missing_fprs(settings: Settings, generator: SimulatedTraffic, retrain: bool = False) -> None:
-    """Train each configured FPR that has no model yet, on the traffic the demo is about to publish."""
+def train_missing_fprs(settings: Settings, generator: SimulatedTraffic, retrain: bool = False) -> bool:
+    """Train each configured FPR that has no model yet, on the traffic the demo is about to publish;
+    whether any was trained."""
     store = ModelStore(settings.model_dir)
     config = load_config(settings.pipeline_config)
     missing = []
@@ -61,13 +63,14 @@ def train_missing_fprs(settings: Settings, generator: SimulatedTraffic, retrain:
         except ModelNotFound:
             missing.append(name)
     if not missing:
-        return
+        return False
     with console.status("simulating the traffic the first-pass rankers train on"):
         traffic = generator.logged()
     for name in missing:
         version, metrics = train_fpr(settings, name, traffic)
         auc = metrics.get("auc", float("nan"))
         console.print(f"[green]fpr {name}[/] trained {version}: held-out AUC {auc:.3f}")
+    return True
 
 
 def wait_for_full_feed(client: FeedClient, member_id: str, expected: set[str], timeout_s: float) -> RankedFeed:

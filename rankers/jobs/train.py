@@ -213,6 +213,8 @@ def train(traffic: LoggedTraffic, params: dict[str, Any], progress: Progress) ->
     p = calibrator.predict(raw)
     metrics["tower_oe"] = observed_over_expected(y[va][check], p[check])
     metrics["tower_oe_uncalibrated"] = observed_over_expected(y[va][check], 1.0 / (1.0 + np.exp(-raw[check])))
+    # the served model's figures under the names every FPR reports
+    metrics["auc"], metrics["o_over_e"] = metrics["tower_auc"], metrics["tower_oe"]
 
     scorer = JobsScorer(featurizer, tower, calibrator, tower_text, version="tower-v1")
     return TrainedFpr(scorer, metrics, s)
