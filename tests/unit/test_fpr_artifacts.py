@@ -1,0 +1,34 @@
+"""Trained FPR scorers are versioned artifacts: the service serves the current one and says which."""
+
+from __future__ import annotations
+
+import time
+
+from feedrank.contracts import FeedRequest
+from feedrank.settings import Settings
+from rankers.registry import load_config
+from services.fpr_service import FprService, load_ranker
+from services.fpr_training import train_fpr
+from services.model_store import ModelStore
+from services.traffic import SimulatedTraffic
+
+
+def test_service_serves_the_current_trained_version_else_the_baseline(tmp_path):
+    s = Settings(models_path=tmp_path / "models")
+    spec = load_config(s.pipeline_config).fprs["courses"]
+    assert load_ranker(s, spec).model_version == "courses/popularity"  # nothing trained yet
+
+    traffic = SimulatedTraffic(members=200, requests=400, seed=3).logged()
+    first, metrics = train_fpr(s, "courses", traffic, show_progress=False)
+    second, _ = train_fpr(s, "courses", traffic, show_progress=False)
+    assert first != second and 0.0 < metrics["auc"] < 1.0
+    assert ModelStore(s.model_dir).load("fpr-courses").meta["metrics"]["auc"] > 0
+
+    service = FprService(s, load_ranker(s, spec))
+    for e in traffic.events:
+        service.inventory.apply(e)
+    member = traffic.log["member_id"].iloc[0]
+    answer = service.answer(FeedRequest(request_id="r1", member_id=member, requested_at=time.time()))
+    assert answer.model_version == f"courses/{second}"  # CURRENT points at the latest
+    assert answer.candidates and all(0.0 <= c.score <= 1.0 for c in answer.candidates)
+    assert [c.score for c in answer.candidates] == sorted((c.score for c in answer.candidates), reverse=True)
