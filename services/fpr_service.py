@@ -13,6 +13,8 @@ import logging
 import threading
 import time
 
+from confluent_kafka import TopicPartition
+
 from feedrank.contracts import ContractError, FeedRequest, FprCandidates, MemberEvent, Topic, parse
 from feedrank.settings import Settings
 from rankers.fpr import FirstPassRanker
@@ -34,8 +36,8 @@ class FprService:
         self.skipped = 0
         self.failed = 0
 
-    def _fold_inventory(self, consumer, max_messages: int = 5000) -> int:
-        msgs = consumer.consume(num_messages=max_messages, timeout=0)
+    def _fold_inventory(self, consumer, max_messages: int = 5000, timeout: float = 0) -> int:
+        msgs = consumer.consume(num_messages=max_messages, timeout=timeout)
         for m in msgs:
             if m.error():
                 continue
@@ -44,6 +46,21 @@ class FprService:
             except ContractError:
                 self.skipped += 1
         return len(msgs)
+
+    def _replay_to_end(self, consumer, name: str, stop: threading.Event) -> int:
+        """Fold the topic up to the end offsets it had at start: the whole network before the first answer.
+
+        An empty fetch does not mean the end (a broker that has just started answers empty while it
+        loads), so the replay stops on the consumer's positions, not on a quiet poll."""
+        partitions = [TopicPartition(name, p.partition) for p in consumer.assignment()]
+        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=30)[1] for tp in partitions}
+        replayed = 0
+        while not stop.is_set():
+            replayed += self._fold_inventory(consumer, timeout=0.2)
+            positions = {tp.partition: tp.offset for tp in consumer.position(partitions)}
+            if all(positions.get(p, -1) >= end or end <= 0 for p, end in ends.items()):
+                break
+        return replayed
 
     def answer(self, request: FeedRequest, now: float | None = None) -> FprCandidates:
         now = time.time() if now is None else now
@@ -66,9 +83,7 @@ class FprService:
         req_consumer.subscribe([topic(s, Topic.FEED_REQUESTS)])
         producer = make_producer(s)
         out_topic = topic(s, Topic.FPR_CANDIDATES)
-        replayed = 0
-        while (n := self._fold_inventory(inv_consumer)) and not stop.is_set():
-            replayed += n  # the whole network before the first answer
+        replayed = self._replay_to_end(inv_consumer, topic(s, Topic.MEMBER_EVENTS), stop)
         log.info(
             "fpr %s serving (model %s) after replaying %d events", self.ranker.name, self.ranker.model_version, replayed
         )
