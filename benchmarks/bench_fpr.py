@@ -25,10 +25,10 @@ import numpy as np
 
 from benchmarks.bench_simulator import machine
 from evaluation.fpr_oracle import oracle_eval, simulate
+from feedrank.progress import progress_bar
 from feedrank.settings import Settings
 from rankers.registry import load_config
 from rankers.training import NoProgress, replay
-from services.fpr_training import progress_bar
 from services.traffic import SimulatedTraffic
 
 

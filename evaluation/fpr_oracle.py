@@ -14,14 +14,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
-from feedrank.contracts import MemberEvent
 from rankers.fpr import FirstPassRanker, Scorer
 from rankers.inventory import Inventory
 from rankers.training import LoggedTraffic, NoProgress, Progress, Trainer, replay
 from simulator.config import SessionConfig, WorldConfig
-from simulator.session import Names, Simulation, events_to_member_events
+from simulator.session import Names, Simulation
 from simulator.truth import GroundTruth, ndcg_against_oracle
 from simulator.world import World, build_world
 
@@ -54,16 +52,7 @@ def simulate(
     session_cfg = SessionConfig.build("sessions", seed=seed, n_requests=requests)
     world = build_world(world_cfg)
     sim = Simulation(world, session_cfg)
-    tables: list[pa.Table] = list(sim.world_events())
-    logs: list[pa.Table] = []
-    task = progress.add_task("simulating sessions", total=requests) if progress else None
-    for ev, log in sim.sessions():
-        tables.append(ev)
-        logs.append(log)
-        if progress is not None:
-            progress.update(task, advance=session_cfg.batch_size)
-    events: list[MemberEvent] = [e for t in tables for e in events_to_member_events(t)]
-    log_df = pa.concat_tables(logs).to_pandas()
+    events, log_df = sim.collect(progress)
     names = Names.of(world)
     index = {name: i for i, name in enumerate(names.item.to_pylist())}
     traffic = LoggedTraffic(events, log_df, f"simulator seed={seed} members={members} requests={requests}")

@@ -167,10 +167,7 @@ def _fpr(args: argparse.Namespace) -> int:
     from rankers.registry import ConfigError, load_config
 
     try:
-        config = load_config(get_settings().pipeline_config)
-        if args.name not in config.fprs:
-            raise ConfigError(f"unknown FPR {args.name!r}; configured: {', '.join(config.fpr_names)}")
-        spec = config.fprs[args.name]
+        spec = load_config(get_settings().pipeline_config).fpr(args.name)
         sources = [bool(args.interactions), bool(args.edges), args.simulate]
         if sum(sources) != 1:
             print("feedrank fpr evaluate: give exactly one of --interactions, --edges, --simulate", file=sys.stderr)
@@ -205,7 +202,7 @@ def _evaluate_fpr(args: argparse.Namespace, spec) -> dict:
             max_members=args.max_members,
         )
     from evaluation.fpr_oracle import oracle_eval, simulate
-    from services.fpr_training import progress_bar
+    from feedrank.progress import progress_bar
 
     with progress_bar(disable=args.json) as progress:
         sw = simulate(members=args.members, requests=args.requests, seed=args.seed, progress=progress)

@@ -90,6 +90,11 @@ class PipelineConfig:
     def fpr_names(self) -> list[str]:
         return sorted(self.fprs)
 
+    def fpr(self, name: str) -> FprSpec:
+        if name not in self.fprs:
+            raise ConfigError(f"unknown FPR {name!r}; configured: {', '.join(self.fpr_names)}")
+        return self.fprs[name]
+
     def build_rules(self) -> list[RerankRule]:
         return [r.build() for r in self.rules]
 

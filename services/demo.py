@@ -51,17 +51,8 @@ def train_missing_fprs(settings: Settings, generator: SimulatedTraffic, retrain:
     """Train each configured FPR that has no model yet, on the traffic the demo is about to publish;
     whether any was trained."""
     store = ModelStore(settings.model_dir)
-    config = load_config(settings.pipeline_config)
-    missing = []
-    for name, spec in config.fprs.items():
-        if spec.trainer is None:
-            continue
-        try:
-            if retrain:
-                raise ModelNotFound
-            store.load(spec.artifact)
-        except ModelNotFound:
-            missing.append(name)
+    fprs = load_config(settings.pipeline_config).fprs
+    missing = [n for n, spec in fprs.items() if spec.trainer and (retrain or not store.exists(spec.artifact))]
     if not missing:
         return False
     with console.status("simulating the traffic the first-pass rankers train on"):

@@ -139,10 +139,7 @@ def load_ranker(settings: Settings, spec: FprSpec) -> FirstPassRanker:
 
 
 def build_service(settings: Settings, name: str) -> FprService:
-    config = load_config(settings.pipeline_config)
-    if name not in config.fprs:
-        raise SystemExit(f"unknown FPR {name!r}; configured: {', '.join(config.fpr_names)}")
-    return FprService(settings, load_ranker(settings, config.fprs[name]))
+    return FprService(settings, load_ranker(settings, load_config(settings.pipeline_config).fpr(name)))
 
 
 def main(name: str) -> None:

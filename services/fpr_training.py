@@ -11,11 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from feedrank.progress import progress_bar
 from feedrank.settings import Settings
-from rankers.registry import ConfigError, load_config
+from rankers.registry import load_config
 from rankers.training import LoggedTraffic
 from services.model_store import ModelStore
 from simulator.logs import read_log
@@ -32,19 +33,9 @@ def load_traffic(data: Path) -> LoggedTraffic:
     logs = [p for p in (data / "impressions.parquet", data / "impressions.csv") if p.exists()]
     if not events_path.exists() or not logs:
         raise TrafficNotFound(f"{data} needs events.parquet and impressions.parquet (or .csv); run feedrank simulate")
-    events = [e for batch in pq.ParquetFile(events_path).iter_batches(65_536) for e in _events(batch)]
+    batches = pq.ParquetFile(events_path).iter_batches(65_536)
+    events = [e for b in batches for e in events_to_member_events(pa.Table.from_batches([b]))]
     return LoggedTraffic(events, read_log(logs[0]), f"data={data}")
-
-
-def _events(batch: Any) -> Any:
-    import pyarrow as pa
-
-    return events_to_member_events(pa.Table.from_batches([batch]))
-
-
-def progress_bar(disable: bool = False) -> Progress:
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    return Progress(*columns, disable=disable, transient=True)
 
 
 def train_fpr(
@@ -55,10 +46,7 @@ def train_fpr(
     show_progress: bool = True,
 ) -> tuple[str, dict[str, Any]]:
     """Train the configured FPR ``name`` and save it as ``fpr-NAME``; returns (version, metrics)."""
-    config = load_config(settings.pipeline_config)
-    if name not in config.fprs:
-        raise ConfigError(f"unknown FPR {name!r}; configured: {', '.join(config.fpr_names)}")
-    spec = config.fprs[name]
+    spec = load_config(settings.pipeline_config).fpr(name)
     trainer = spec.resolve_trainer()
     started = time.perf_counter()
     with progress_bar(disable=not show_progress) as progress:

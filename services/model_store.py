@@ -38,6 +38,11 @@ class ModelStore:
         tmp.replace(self.root / name / "CURRENT")  # atomic: readers never see a half-written pointer
         return version
 
+    def exists(self, name: str) -> bool:
+        """Whether ``name`` has a current version, without unpickling it."""
+        pointer = self.root / name / "CURRENT"
+        return pointer.exists() and (self.root / name / pointer.read_text().strip() / "model.joblib").exists()
+
     def load(self, name: str, version: str | None = None) -> Artifact:
         if version is None:
             pointer = self.root / name / "CURRENT"

@@ -10,12 +10,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import pyarrow as pa
-
 from feedrank.contracts import MemberEvent
 from rankers.training import LoggedTraffic
 from simulator.config import SessionConfig, WorldConfig
-from simulator.logs import LOG_SCHEMA
 from simulator.session import Simulation, events_to_member_events
 from simulator.world import DAY, build_world
 
@@ -55,14 +52,8 @@ class SimulatedTraffic:
     def logged(self) -> LoggedTraffic:
         """The same events, with the logged-traffic rows of the sessions: what FPR trainers read."""
         world_cfg, session_cfg = self.configs()
-        sim = Simulation(build_world(world_cfg), session_cfg)
-        events = [e for t in sim.world_events() for e in events_to_member_events(t)]
-        logs = []
-        for table, log in sim.sessions():
-            events.extend(events_to_member_events(table))
-            logs.append(log)
-        frame = pa.concat_tables(logs).to_pandas() if logs else LOG_SCHEMA.empty_table().to_pandas()
-        return LoggedTraffic(events, frame, self.describe())
+        events, log = Simulation(build_world(world_cfg), session_cfg).collect()
+        return LoggedTraffic(events, log, self.describe())
 
     def describe(self) -> str:
         return f"simulator seed={self.seed} members={self.members} requests={self.requests}"

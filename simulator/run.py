@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from feedrank.progress import progress_bar
 from simulator.config import SessionConfig, WorldConfig
 from simulator.logs import LOG_SCHEMA, write_csv
 from simulator.session import EVENT_SCHEMA, Names, Scorer, Simulation
@@ -120,8 +120,7 @@ def simulate_to_files(
     ev_writer = pq.ParquetWriter(out / "events.parquet", EVENT_SCHEMA)
     log_parts: list[pa.Table] = []
     log_writer = pq.ParquetWriter(out / "impressions.parquet", LOG_SCHEMA) if fmt == "parquet" else None
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, disable=not show_progress, transient=True) as progress:
+    with progress_bar(disable=not show_progress) as progress:
         task = progress.add_task("requests", total=session_cfg.n_requests)
         for table in sim.world_events():
             ev_writer.write_table(table)

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -372,6 +374,20 @@ class Simulation:
             last = float(t[-1])
             events, log = self._serve(lo, m, t, rng)
             yield pa.concat_tables([*content, events]), log
+
+    def collect(self, progress: Any | None = None) -> tuple[list[MemberEvent], pd.DataFrame]:
+        """The whole run in memory: every member event (the world's, then the sessions') and the impression
+        log, as FPR trainers read them. ``progress`` (rich's ``Progress``) gets one task over the requests."""
+        events = [e for t in self.world_events() for e in events_to_member_events(t)]
+        logs: list[pa.Table] = []
+        task = progress.add_task("simulating sessions", total=self.config.n_requests) if progress else None
+        for table, log in self.sessions():
+            events.extend(events_to_member_events(table))
+            logs.append(log)
+            if progress is not None:
+                progress.update(task, advance=self.config.batch_size)
+        frame = pa.concat_tables(logs) if logs else LOG_SCHEMA.empty_table()
+        return events, frame.to_pandas()
 
     def _serve(
         self, first_request: int, member: np.ndarray, t: np.ndarray, rng: np.random.Generator

@@ -17,11 +17,13 @@ def test_service_serves_the_current_trained_version_else_the_baseline(tmp_path):
     s = Settings(models_path=tmp_path / "models")
     spec = load_config(s.pipeline_config).fprs["courses"]
     assert load_ranker(s, spec).model_version == "courses/popularity"  # nothing trained yet
+    assert not ModelStore(s.model_dir).exists("fpr-courses")
 
     traffic = SimulatedTraffic(members=200, requests=400, seed=3).logged()
     first, metrics = train_fpr(s, "courses", traffic, show_progress=False)
     second, _ = train_fpr(s, "courses", traffic, show_progress=False)
     assert first != second and 0.0 < metrics["auc"] < 1.0
+    assert ModelStore(s.model_dir).exists("fpr-courses")
     assert ModelStore(s.model_dir).load("fpr-courses").meta["metrics"]["auc"] > 0
 
     service = FprService(s, load_ranker(s, spec))
