@@ -11,7 +11,6 @@ scored by the same scorer; scorers treat unknown members and items as "no histor
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -91,16 +90,3 @@ def top_indices(scores: np.ndarray, k: int) -> np.ndarray:
         pool = np.arange(n)
     order = pool[np.lexsort((pool, -scores[pool]))]
     return order[:k]
-
-
-def sigmoid(x: float) -> float:
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    z = math.exp(x)
-    return z / (1.0 + z)
-
-
-def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
-    if not a or not b:
-        return 0.0
-    return len(a & b) / len(a | b)

@@ -20,12 +20,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
+from rankers.vectors import sigmoid
+
 MAX_STEP = 5.0  # Newton steps are capped: a separable entity then converges instead of jumping
 TOL = 1e-4  # step norm at which a block has converged (later coordinate-descent passes start warm)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
 def ridge_logistic(
@@ -35,7 +33,7 @@ def ridge_logistic(
 
     ``X`` is sparse: the one-hot crosses make most of it zeros, and X'WX is the cost of a step."""
     for _ in range(steps):
-        p = _sigmoid(offset + X @ coef)
+        p = sigmoid(offset + X @ coef)
         grad = X.T @ (y - p) - l2 * coef
         H = (X.T @ X.multiply((p * (1 - p))[:, None])).toarray() + np.diag(l2 + 1e-8)
         step = np.linalg.solve(H, grad)
@@ -56,7 +54,7 @@ def batched_ridge_logistic(
     eye = np.eye(q) * l2
     outer = (Z[:, :, None] * Z[:, None, :]).reshape(n, q * q)
     for _ in range(steps):
-        p = _sigmoid(offset + np.einsum("nq,nq->n", Z, coef[group]))
+        p = sigmoid(offset + np.einsum("nq,nq->n", Z, coef[group]))
         grad = S @ (Z * (y - p)[:, None]) - l2 * coef
         H = (S @ (outer * (p * (1 - p))[:, None])).reshape(n_groups, q, q) + eye
         step = np.linalg.solve(H, grad[:, :, None])[:, :, 0]
@@ -185,7 +183,7 @@ class GLMix(ClassifierMixin, BaseEstimator):
         return self.decision_arrays(G, m, c)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        p = _sigmoid(self.decision_function(X))
+        p = sigmoid(self.decision_function(X))
         return np.column_stack([1 - p, p])
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:

@@ -17,9 +17,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
+from rankers.vectors import sigmoid
 
 
 class NeuMFClassifier(ClassifierMixin, BaseEstimator):
@@ -240,7 +238,7 @@ class NeuMFClassifier(ClassifierMixin, BaseEstimator):
         return self.logits_rows(*rows)
 
     def predict_proba(self, X: np.ndarray | pd.DataFrame) -> np.ndarray:
-        p = _sigmoid(self.decision_function(X))
+        p = sigmoid(self.decision_function(X))
         return np.column_stack([1 - p, p])
 
     def predict(self, X: np.ndarray | pd.DataFrame) -> np.ndarray:

@@ -18,15 +18,11 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from feedrank.contracts import ItemType
 from rankers.inventory import Item, Profile
+from rankers.vectors import unit_rows
 
 MINILM_DIM = 384
 EMPTY_KEY = "\x00empty"  # one shared vector for every entity the inventory does not know
 _EMPTY_ITEM = Item(EMPTY_KEY, ItemType.JOB, "", 0.0)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-9)
 
 
 class EmbeddingTable:
@@ -164,7 +160,7 @@ class EntityEncoder:
         texts = [e.text for e in entities]
         tf = self.tfidf_.transform(texts)
         lsa = self.svd_.transform(tf) if self.svd_ is not None else tf.toarray()[:, : self.lsa_dim_]
-        parts = [_unit(lsa)]
+        parts = [unit_rows(lsa, np.float32)]
         if self.minilm_ is not None:
             parts.append(self.minilm_.encode(texts))
         ind = np.zeros((len(entities), self.n_industries), dtype=np.float32)
@@ -175,7 +171,7 @@ class EntityEncoder:
             dists = [d for s in sorted(e.skills) if (d := self.skill_industry_.get(s)) is not None]
             if dists:
                 skill_ind[r] = np.mean(dists, axis=0)
-        parts += [ind, _unit(skill_ind) * (skill_ind.sum(axis=1, keepdims=True) > 0)]
+        parts += [ind, unit_rows(skill_ind, np.float32) * (skill_ind.sum(axis=1, keepdims=True) > 0)]
         return np.hstack(parts).astype(np.float32)
 
 
@@ -251,5 +247,5 @@ def train_prod2vec(
     )
     words = list(model.wv.index_to_key)
     if words:
-        table.add(words, _unit(model.wv.vectors))
+        table.add(words, unit_rows(model.wv.vectors, np.float32))
     return table

@@ -15,6 +15,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 
+from rankers.vectors import sigmoid
+
 
 class TowerClassifier(ClassifierMixin, BaseEstimator):
     """Member tower x job tower + interaction tower, concatenated into a logistic head (BCE).
@@ -148,7 +150,7 @@ class TowerClassifier(ClassifierMixin, BaseEstimator):
         return self.logits(F, self.member_tower(Mv), self.job_tower(Jv))
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        p = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
+        p = sigmoid(self.decision_function(X))
         return np.column_stack([1.0 - p, p])
 
     def predict(self, X: np.ndarray) -> np.ndarray:

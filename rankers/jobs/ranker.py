@@ -15,7 +15,7 @@ from feedrank.contracts import EventType, ItemType
 from rankers.baselines import PopularityScorer
 from rankers.calibration import PlattCalibrator
 from rankers.cold_start import PopularItems
-from rankers.fpr import FeatureColumns, FirstPassRanker, jaccard
+from rankers.fpr import FeatureColumns, FirstPassRanker
 from rankers.inventory import Inventory, Item
 from rankers.jobs.features import FEATURES, JobFeaturizer
 from rankers.jobs.models import TowerClassifier
@@ -162,28 +162,6 @@ class JobsScorer:
         state = self.__dict__.copy()
         state["_out"] = {}  # recomputed from the weights on first use
         return state
-
-
-@dataclass
-class SkillMatchScorer:
-    """A hand-set logistic prior on skill overlap and popularity (kept for callers that want a prior)."""
-
-    bias: float = -3.5
-    w_match: float = 4.0
-    w_popularity: float = 0.2
-    version: str = "prior-v1"
-
-    def score(
-        self, inv: Inventory, member_id: str, item_ids: Sequence[str], now: float
-    ) -> tuple[np.ndarray, FeatureColumns]:
-        skills = inv.profile(member_id).skills
-        items = [inv.items.get(i) for i in item_ids]
-        match = np.array([jaccard(skills, it.skills) if it else 0.0 for it in items], dtype=np.float64)
-        pop = np.log1p(np.array([it.engagements if it else 0 for it in items], dtype=np.float64))
-        created = np.array([it.created_at if it else now for it in items], dtype=np.float64)
-        logit = self.bias + self.w_match * match + self.w_popularity * pop
-        age_h = np.maximum(0.0, now - created) / 3600
-        return 1.0 / (1.0 + np.exp(-logit)), {"skill_match": match, "popularity": pop, "age_hours": age_h}
 
 
 def build(name: str = "jobs", k: int = 50, model: Any | None = None, **params: Any) -> FirstPassRanker:

@@ -29,6 +29,7 @@ from rankers.jobs.models import TowerClassifier, auc, lightgbm_model, map_at_k
 from rankers.jobs.ranker import JobsScorer
 from rankers.jobs.settings import settings
 from rankers.training import LoggedTraffic, Progress, TrainedFpr, replay
+from rankers.vectors import sigmoid
 
 SENIORITY_LEVELS = ("intern", "junior", "mid", "senior", "lead")
 
@@ -212,7 +213,7 @@ def train(traffic: LoggedTraffic, params: dict[str, Any], progress: Progress) ->
     check = rest if len(rest) else cal_idx
     p = calibrator.predict(raw)
     metrics["tower_oe"] = observed_over_expected(y[va][check], p[check])
-    metrics["tower_oe_uncalibrated"] = observed_over_expected(y[va][check], 1.0 / (1.0 + np.exp(-raw[check])))
+    metrics["tower_oe_uncalibrated"] = observed_over_expected(y[va][check], sigmoid(raw[check]))
     # the served model's figures under the names every FPR reports
     metrics["auc"], metrics["o_over_e"] = metrics["tower_auc"], metrics["tower_oe"]
 

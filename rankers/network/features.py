@@ -22,6 +22,7 @@ import numpy as np
 from feedrank.contracts import ItemType
 from rankers.fpr import FeatureColumns
 from rankers.inventory import Inventory, Item
+from rankers.vectors import unit_rows
 
 FEATURES: tuple[str, ...] = (
     "age_hours",
@@ -93,7 +94,7 @@ class SkillSpace:
                     cols.append(industries[p.industry])
         matrix = np.zeros((len(index), max(1, len(industries))))
         np.add.at(matrix, (np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64)), 1.0)
-        return SkillSpace(industries, index, _unit_rows(matrix))
+        return SkillSpace(industries, index, unit_rows(matrix))
 
     def of_skill_sets(self, skill_sets: Sequence[Iterable[str]]) -> np.ndarray:
         """(n, dim): the sum of each set's known skills' vectors (a zero row when none is known)."""
@@ -125,12 +126,7 @@ class SkillSpace:
             j = self.industries.get(p.industry) if p else None
             if j is not None:
                 out[k, j] += 1.0
-        return _unit_rows(out)
-
-
-def _unit_rows(m: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(m, axis=1, keepdims=True)
-    return np.divide(m, norms, out=np.zeros_like(m), where=norms > 0)
+        return unit_rows(out)
 
 
 _ACTOR_COLS = (
@@ -193,7 +189,7 @@ class NetworkFeaturizer:
         # topic: the post's skills against the member's profile and engagement history
         item_skills = [it.skills if it else frozenset() for it in items]
         x[:, _IDX["skill_match"]] = [len(sk & my_skills) / len(sk) if sk else 0.0 for sk in item_skills]
-        topic = _unit_rows(self.skills.of_skill_sets(item_skills))
+        topic = unit_rows(self.skills.of_skill_sets(item_skills))
         x[:, _IDX["topic_similarity"]] = topic @ me
         hist_skills = self._history(inv, member_id)
         total = sum(hist_skills.values())
@@ -201,7 +197,7 @@ class NetworkFeaturizer:
             x[:, _IDX["history_topic_share"]] = [
                 sum(hist_skills[s] for s in sk) / total if sk else 0.0 for sk in item_skills
             ]
-            hist_vec = _unit_rows(self.skills.of_skill_sets([list(hist_skills.elements())]))[0]
+            hist_vec = unit_rows(self.skills.of_skill_sets([list(hist_skills.elements())]))[0]
             x[:, _IDX["history_similarity"]] = topic @ hist_vec
 
         # per actor, once each, then broadcast to the actor's posts

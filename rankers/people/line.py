@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from rankers.training import Progress
+from rankers.vectors import unit_rows
 
 
 @dataclass
@@ -34,9 +35,8 @@ class LineEmbeddings:
 
 
 def unit(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length; zero rows stay zero (no similarity to anything)."""
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.where(norm > 1e-12, x / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
+    """Rows scaled to unit length as float32; zero rows stay zero (no similarity to anything)."""
+    return unit_rows(x, np.float32)
 
 
 def train_line(

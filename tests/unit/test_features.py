@@ -8,7 +8,7 @@ from sklearn.metrics import roc_auc_score
 from features.families import VIEWS, RowKey, apply_event, ctr, derive, recompute, stored_rows
 from features.training_set import build_training_set
 from feedrank.contracts import EventType, ItemType, MemberEvent
-from rankers.jobs.ranker import SkillMatchScorer
+from rankers.baselines import PopularityScorer
 from rankers.mixer.spr import FAMILIES, MODEL_COLUMNS, SecondPassRanker, design_matrix
 from rankers.registry import load_config
 from services.traffic import SimulatedTraffic
@@ -90,7 +90,7 @@ def test_training_rows_are_point_in_time():
         resp(EventType.APPLY, item="j1", actor="co1", item_type=ItemType.JOB, ts=NOW - 400),
         resp(EventType.IMPRESSION, item="j1", actor="co1", item_type=ItemType.JOB, ts=NOW - 300),
     ]
-    rows = build_training_set(reversed(events), {ItemType.JOB: SkillMatchScorer()})
+    rows = build_training_set(reversed(events), {ItemType.JOB: PopularityScorer()})
     seen = np.expm1(rows["member_item__log_seen"]).round(6).tolist()
     assert seen == [0, 1, 2]  # never counts itself or the future
     assert rows["member_item__engaged_before"].tolist() == [0, 0, 1]
