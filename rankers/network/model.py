@@ -16,7 +16,6 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from rankers.calibration import PlattCalibrator
-from rankers.vectors import sigmoid
 
 
 class NetworkClickModel(ClassifierMixin, BaseEstimator):
@@ -125,7 +124,7 @@ class NetworkClickModel(ClassifierMixin, BaseEstimator):
         raw = self.decision_function(X)
         if self.calibrator_ is not None:
             return self.calibrator_.predict(raw)
-        return sigmoid(raw)
+        return 1.0 / (1.0 + np.exp(-raw))
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         p = self.predict_click(X)
