@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 
 
@@ -33,3 +34,15 @@ class PlattCalibrator(BaseEstimator):
 def observed_over_expected(y: np.ndarray, p: np.ndarray) -> float:
     """O/E: > 1 means the model under-predicts."""
     return float(np.sum(y) / max(np.sum(p), 1e-12))
+
+
+def held_out_metrics(y: np.ndarray, p: np.ndarray, rank_score: np.ndarray | None = None) -> dict[str, float]:
+    """What every trainer reports on rows it did not fit: AUC (of ``rank_score`` if given, else of ``p``;
+    NaN with one class), log loss and O/E of the probabilities ``p`` (NaN without rows)."""
+    y = np.asarray(y).astype(int)
+    nan = float("nan")
+    return {
+        "auc": float(roc_auc_score(y, p if rank_score is None else rank_score)) if len(np.unique(y)) == 2 else nan,
+        "log_loss": float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1])) if len(y) else nan,
+        "o_over_e": observed_over_expected(y, p) if len(y) else nan,
+    }

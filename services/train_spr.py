@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
-from sklearn.metrics import log_loss, roc_auc_score
-
 from features.training_set import build_training_set
 from feedrank.settings import Settings
+from rankers.calibration import held_out_metrics
 from rankers.mixer.spr import MODEL_COLUMNS, SecondPassRanker
 from rankers.registry import load_config
 from services.fpr_service import load_ranker
@@ -31,9 +29,7 @@ def train_spr(settings: Settings, generator: SimulatedTraffic, C: float = 1.0) -
     metrics = {
         "rows_train": float(len(train)),
         "rows_test": float(len(test)),
-        "auc": float(roc_auc_score(y, p)) if len(np.unique(y)) > 1 else float("nan"),
-        "log_loss": float(log_loss(y, p, labels=[0, 1])),
-        "o_over_e": float(y.sum() / p.sum()),
+        **held_out_metrics(y, p),
     }
     final = SecondPassRanker(C=C).fit(data, data["label"].to_numpy())
     version = ModelStore(settings.model_dir).save(

@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import log_loss, roc_auc_score
 
 from feedrank.contracts import ItemType
-from rankers.calibration import PlattCalibrator, observed_over_expected
+from rankers.calibration import PlattCalibrator, held_out_metrics
 from rankers.courses.features import DENSE, CourseFeaturizer, raw_features
 from rankers.courses.glmix import GLMix
 from rankers.courses.ncf import NeuMFClassifier
@@ -76,11 +75,7 @@ def _metrics(y: np.ndarray, raw: np.ndarray, prefix: str, C: float) -> dict[str,
         p[held] = PlattCalibrator(C).fit(raw[fit], y[fit]).predict(raw[held])
     if len(np.unique(y)) < 2:
         return {}
-    return {
-        f"{prefix}auc": float(roc_auc_score(y, raw)),
-        f"{prefix}log_loss": float(log_loss(y, p, labels=[0, 1])),
-        f"{prefix}o_over_e": observed_over_expected(y, p),
-    }
+    return {f"{prefix}{name}": value for name, value in held_out_metrics(y, p, rank_score=raw).items()}
 
 
 def _slice_with_both(y: np.ndarray, lo: int, hi: int, floor: int) -> int:

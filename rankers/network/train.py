@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import log_loss, roc_auc_score
 
 from feedrank.contracts import EventType
-from rankers.calibration import observed_over_expected
+from rankers.calibration import held_out_metrics
 from rankers.inventory import Inventory
 from rankers.network.features import FEATURES, NetworkFeaturizer
 from rankers.network.model import NetworkClickModel
@@ -62,11 +61,8 @@ def _profiles(traffic: LoggedTraffic, until: float) -> Inventory:
 
 
 def _metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    both = len(np.unique(y)) == 2
     return {
-        "auc": float(roc_auc_score(y, p)) if both else float("nan"),
-        "log_loss": float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1])),
-        "o_over_e": observed_over_expected(y, p),
+        **held_out_metrics(y, p),
         "ctr": float(np.mean(y)),
         "rows": float(len(y)),
     }

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.metrics import roc_auc_score
 
 from feedrank.contracts import EventType
-from rankers.calibration import PlattCalibrator, observed_over_expected
+from rankers.calibration import PlattCalibrator, held_out_metrics
 from rankers.inventory import Inventory
 from rankers.people.features import FEATURES, IndustryAffinity, MemberEmbeddings, matrix, people_features
 from rankers.people.line import nearest, train_line, unit
@@ -146,9 +146,7 @@ def train(traffic: LoggedTraffic, params: dict[str, Any], progress: Progress) ->
     ok = _both_classes(y[test_m])
     nan = float("nan")
     metrics = {
-        "auc": float(roc_auc_score(y[test_m], p)) if ok else nan,
-        "log_loss": float(log_loss(y[test_m], p, labels=[0, 1])) if ok else nan,
-        "o_over_e": observed_over_expected(y[test_m], p) if test_m.any() else nan,
+        **held_out_metrics(y[test_m], p),
         "auc_common_neighbours": float(roc_auc_score(y[test_m], cn)) if ok else nan,
         "ctr_test": float(y[test_m].mean()) if test_m.any() else nan,
         "rows_fit": float(fit_m.sum()),
