@@ -190,14 +190,18 @@ def derive(stored: pd.DataFrame, now: pd.Series | np.ndarray | float) -> pd.Data
 
     Missing rows (no history) give zero counts and the prior CTR. Used by training and serving alike.
     """
-    out = pd.DataFrame(index=stored.index)
+    out: dict[str, np.ndarray] = {}
     now_arr = np.broadcast_to(np.asarray(now, dtype=float), (len(stored),))
 
     def col(name: str, default: float = 0.0) -> np.ndarray:
         if name not in stored:
             return np.full(len(stored), default)
-        return pd.to_numeric(stored[name], errors="coerce").fillna(default).to_numpy(dtype=float)
+        values = stored[name]
+        if values.dtype.kind == "f":  # the common case (serving reads float64): no parsing
+            return np.where(np.isnan(values.to_numpy()), default, values.to_numpy())
+        return pd.to_numeric(values, errors="coerce").fillna(default).to_numpy(dtype=float)
 
+    imp_1h = np.zeros(len(stored))
     for view in VIEWS:
         p = view.name
         age = np.maximum(0.0, now_arr - col(f"{p}__as_of", np.nan))
@@ -215,7 +219,7 @@ def derive(stored: pd.DataFrame, now: pd.Series | np.ndarray | float) -> pd.Data
     out[f"{mi}__log_seen"] = np.log1p(col(f"{mi}__imp_total"))
     out[f"{mi}__engaged_before"] = (col(f"{mi}__eng_total") > 0).astype(float)
     out[f"{mi}__hidden_before"] = (col(f"{mi}__hide_total") > 0).astype(float)
-    return out
+    return pd.DataFrame(out, index=stored.index)
 
 
 DERIVED_BY_FAMILY: dict[str, list[str]] = {}

@@ -1,20 +1,29 @@
-"""Point-in-time training rows from an event log, by replay.
+"""Point-in-time training rows for the second pass, by replay of the member events.
 
-Events are folded in time order; each impression's row holds the feature rows as they stood just
-before it (so nothing that happened later can leak in), derived at the impression's time exactly as
-serving derives them, plus the FPR score of its inventory and whether the member engaged afterwards.
+Events are folded in time order. Each impression's row holds the feature rows as they stood just
+before it (nothing that happened later can leak in), derived at the impression's time exactly as
+serving derives them; the score the impression's FPR gives the item with the inventory as it stood
+when the feed was requested; where it was shown; and whether the member engaged with it.
+
+An impression is attributed by its ``request_id`` attribute, as a front end logs it: its label is an
+engagement with the same item under the same request. Events without one (another system's log)
+fall back to an engagement with the item within ``attribution_s`` after the impression.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 
 from features.families import VIEW_BY_NAME, apply_event, derive, rows_for, stored_row
 from feedrank.contracts import ENGAGEMENT_TYPES, EventType, ItemType, MemberEvent
 from rankers.fpr import Scorer
 from rankers.inventory import Inventory
+
+ATTRIBUTION_S = 3600.0
 
 
 def stored_features(rows: Mapping[str, dict], e: MemberEvent) -> dict[str, object]:
@@ -29,29 +38,94 @@ def stored_features(rows: Mapping[str, dict], e: MemberEvent) -> dict[str, objec
     return out
 
 
-def build_training_set(events: Iterable[MemberEvent], scorers: Mapping[ItemType, Scorer]) -> pd.DataFrame:
-    ordered = sorted(events, key=lambda e: e.timestamp)
-    last_engaged: dict[tuple[str, str | None], float] = {}
+def _request(e: MemberEvent) -> str | None:
+    rid = e.attributes.get("request_id")
+    return str(rid) if rid is not None else None
+
+
+def _labels(ordered: list[MemberEvent]) -> tuple[set[tuple[str, str]], dict[tuple[str, str], list[float]]]:
+    """Engagements keyed by (request_id, item_id), and the engagement times of (member, item) pairs
+    for events that carry no request id."""
+    by_request: set[tuple[str, str]] = set()
+    by_pair: dict[tuple[str, str], list[float]] = defaultdict(list)
     for e in ordered:
-        if e.event_type in ENGAGEMENT_TYPES:
-            last_engaged[(e.member_id, e.item_id)] = e.timestamp
+        if e.event_type in ENGAGEMENT_TYPES and e.item_id is not None:
+            rid = _request(e)
+            if rid is not None:
+                by_request.add((rid, e.item_id))
+            else:
+                by_pair[(e.member_id, e.item_id)].append(e.timestamp)
+    return by_request, by_pair
+
+
+def build_training_set(
+    events: Iterable[MemberEvent],
+    scorers: Mapping[str, Scorer],
+    source_of_type: Mapping[ItemType, str],
+    attribution_s: float = ATTRIBUTION_S,
+) -> pd.DataFrame:
+    """One row per impression of an item some configured FPR scores.
+
+    ``scorers`` maps an FPR (source) name to its scorer; an impression logged without a ``source``
+    attribute is credited to the FPR serving its item type (``source_of_type``). The impressions of
+    one request are scored together, per source, when its first impression is replayed.
+    """
+    ordered = sorted(events, key=lambda e: e.timestamp)
+    engaged_in_request, engaged_at = _labels(ordered)
+    by_request: dict[str, list[MemberEvent]] = defaultdict(list)
+    for e in ordered:
+        if e.event_type == EventType.IMPRESSION and (rid := _request(e)) is not None:
+            by_request[rid].append(e)
     inv = Inventory()
     rows: dict[str, dict] = {}
+    fpr_scores: dict[tuple[str, str], float] = {}
     records: list[dict[str, object]] = []
     stored: list[dict[str, object]] = []
+
+    def source_of(e: MemberEvent) -> str | None:
+        src = e.attributes.get("source")
+        return str(src) if src is not None else source_of_type.get(e.item_type)  # type: ignore[arg-type]
+
+    def score_request(rid: str, t: float) -> None:
+        groups: dict[str, list[str]] = defaultdict(list)
+        member = by_request[rid][0].member_id
+        for imp in by_request[rid]:
+            src = source_of(imp)
+            if src in scorers and imp.item_id is not None:
+                groups[src].append(imp.item_id)
+        for src, ids in groups.items():
+            probs, _ = scorers[src].score(inv, member, ids, t)
+            fpr_scores.update({(rid, i): float(p) for i, p in zip(ids, np.asarray(probs), strict=True)})
+
     for e in ordered:
         if e.event_type == EventType.IMPRESSION:
             assert e.item_type is not None and e.item_id is not None
-            scorer = scorers.get(e.item_type)
-            if scorer is not None and (e.item_id in inv.items or e.item_type == ItemType.MEMBER):
+            src = source_of(e)
+            known = e.item_id in inv.items or e.item_type == ItemType.MEMBER
+            if src in scorers and known:
+                rid = _request(e)
+                if rid is None:
+                    score = float(np.asarray(scorers[src].score(inv, e.member_id, [e.item_id], e.timestamp)[0])[0])
+                    times = engaged_at.get((e.member_id, e.item_id), ())
+                    label = any(e.timestamp <= t <= e.timestamp + attribution_s for t in times)
+                else:
+                    if (rid, e.item_id) not in fpr_scores:
+                        score_request(rid, e.timestamp)
+                    score = fpr_scores.get((rid, e.item_id), 0.0)
+                    label = (rid, e.item_id) in engaged_in_request
+                item = inv.items.get(e.item_id)
                 record: dict[str, object] = {
+                    "request_id": rid or "",
                     "member_id": e.member_id,
                     "item_id": e.item_id,
                     "item_type": e.item_type.value,
                     "actor_id": e.item_actor_id,
+                    "source": src,
                     "timestamp": e.timestamp,
-                    "fpr_score": float(scorer.score(inv, e.member_id, [e.item_id], e.timestamp)[0][0]),
-                    "label": int(last_engaged.get((e.member_id, e.item_id), -1.0) >= e.timestamp),
+                    "position": int(e.attributes.get("position", 0)),  # type: ignore[arg-type]
+                    "item_age_s": e.timestamp - item.created_at if item is not None else np.nan,
+                    "fpr_score": score,
+                    "label": int(label),
                 }
                 if "true_p" in e.attributes:
                     record["true_p"] = float(e.attributes["true_p"])  # type: ignore[arg-type]

@@ -57,10 +57,12 @@ def _serve_one(args: argparse.Namespace) -> int:
         main()
         return 0
     stop = stop_event()
-    if name == "mixer":
+    if name == "mixer" or name.startswith("mixer-"):
+        import os
+
         from services.mixer_service import MixerService
 
-        MixerService(s).run(stop)
+        MixerService(s, worker=f"{name}-{os.getpid()}").run(stop)
     elif name.startswith("fpr-") or name == "fpr":
         from services.fpr_service import build_service
 
@@ -106,16 +108,43 @@ def _feed(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     if args.model == "fpr":
         return _train_fprs(args)
-    if args.name or args.data:
-        print("feedrank train spr takes no NAME or --data", file=sys.stderr)
+    if args.name or args.param:
+        print("feedrank train spr takes no NAME or --param", file=sys.stderr)
         return 2
+    from pathlib import Path
+
+    from rankers.registry import ConfigError
+    from services.fpr_training import TrafficNotFound, load_traffic
     from services.traffic import SimulatedTraffic
     from services.train_spr import train_spr
 
-    version, metrics = train_spr(
-        get_settings(), SimulatedTraffic(members=args.members, requests=args.requests, seed=args.seed)
-    )
-    print(json.dumps({"version": version, "holdout": metrics}, indent=2))
+    try:
+        if args.data:
+            traffic = load_traffic(Path(args.data))
+            events, description = traffic.events, traffic.description
+        else:
+            generator = SimulatedTraffic(members=args.members, requests=args.requests, seed=args.seed)
+            events, description = list(generator.events()), generator.describe()
+        version, metrics = train_spr(get_settings(), events, description)
+    except (ConfigError, TrafficNotFound, ValueError) as err:
+        print(f"feedrank train spr: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({"version": f"spr/{version}", "holdout": metrics}, indent=2))
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from services.explain import ExplanationNotFound, load_explanation, render
+
+    try:
+        doc = load_explanation(get_settings(), args.request_id)
+    except ExplanationNotFound as err:
+        print(f"feedrank explain: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        render(doc)
     return 0
 
 
@@ -319,13 +348,18 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model: spr, or fpr NAME (or all)")
     train.add_argument("model", choices=["spr", "fpr"])
     train.add_argument("name", nargs="?", help="fpr: the FPR to train, or all (default)")
-    train.add_argument("--data", help="fpr: a `feedrank simulate --out` folder to train on (default: simulate)")
+    train.add_argument("--data", help="a `feedrank simulate --out` folder to train on (default: simulate)")
     train.add_argument("--param", action="append", default=[], help="fpr: KEY=VALUE override of its config.toml")
     train.add_argument("--quiet", action="store_true")
     train.add_argument("--members", type=int, default=2000)
     train.add_argument("--requests", type=int, default=3000, help="simulated feed requests")
     train.add_argument("--seed", type=int, default=7)
     train.set_defaults(func=_train)
+
+    explain = sub.add_parser("explain", help="why each item of a served feed is where it is")
+    explain.add_argument("request_id")
+    explain.add_argument("--json", action="store_true")
+    explain.set_defaults(func=_explain)
 
     fpr = sub.add_parser("fpr", help="first-pass rankers: offline evaluation")
     fpr_sub = fpr.add_subparsers(dest="fpr_command", required=True)
@@ -359,10 +393,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy",
         choices=["uniform", "epsilon-greedy", "live"],
         default="uniform",
-        help="logging policy: uniform (for replay), epsilon-greedy around --ranker, or live: epsilon-greedy "
-        "around the running pipeline's feeds (implies --kafka)",
+        help="logging policy: uniform (for replay), epsilon-greedy around --ranker, or live: the running "
+        "pipeline's feeds, in its order and with its propensities (implies --kafka)",
     )
-    sim.add_argument("--epsilon", type=float, default=0.1, help="exploration rate of epsilon-greedy")
+    sim.add_argument(
+        "--epsilon",
+        type=float,
+        default=0.1,
+        help="exploration rate of epsilon-greedy (live: the mixer's exploration rule in config/pipeline.toml decides)",
+    )
     sim.add_argument(
         "--ranker",
         choices=["popularity", "oracle"],

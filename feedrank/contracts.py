@@ -185,6 +185,9 @@ class FprCandidates(Message):
 
 
 class FeedItem(BaseModel):
+    """One slot of a feed. ``score`` is the second pass's P(engage) at this position; ``propensity`` is
+    the exact probability that the mixer's policy (exploration included) put this item here."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     item_id: Id
@@ -193,6 +196,7 @@ class FeedItem(BaseModel):
     source: Id
     score: Score
     position: int = Field(ge=0)
+    propensity: float = Field(default=1.0, gt=0.0, le=1.0)
 
 
 class RankedFeed(Message):
@@ -204,8 +208,10 @@ class RankedFeed(Message):
     items: list[FeedItem]
     sources_answered: list[Id]
     sources_missing: list[Id] = Field(default_factory=list)
-    model_version: str
+    model_version: str  # the second pass's, e.g. spr/v20261123-101500-123456
+    model_versions: dict[Id, str] = Field(default_factory=dict)  # every model behind the feed: spr and each FPR
     timed_out: bool = False
+    gather_ms: float = Field(default=0.0, ge=0.0)  # from the mixer reading the request to publishing the feed
 
 
 class DeadLetter(Message):

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     # Override where models and service logs go (default: under state_dir), e.g. per test session.
     models_path: Path | None = None
     logs_path: Path | None = None
+    impressions_path: Path | None = None
 
     # Kafka
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -56,7 +57,17 @@ class Settings(BaseSettings):
 
     # Feed assembly
     feed_size: int = Field(default=20, ge=1, le=MAX_FEED_SIZE)
+    # A feed is published within this long of the mixer reading its request, with whichever FPRs have
+    # answered by then. Gathering stops mix_budget_ms before it (more if recent mixes were slower) to
+    # leave time for scoring and re-ranking.
     gather_deadline_ms: int = Field(default=500, ge=1)
+    mix_budget_ms: int = Field(default=100, ge=0)
+    mixer_workers: int = Field(default=1, ge=1, le=64)  # mixer processes (at most the partition count do work)
+    served_ttl_s: float = Field(default=3600.0, gt=0)  # how long the mixer remembers what it served a member
+    explain_ttl_s: float = Field(default=86_400.0, ge=0)  # how long `feedrank explain` can explain a request; 0: off
+    # The impression log: a served item becomes a row once the member's impression of it arrives on
+    # member-events (with the feed's request_id); served items still unseen after this window are dropped.
+    impression_window_s: float = Field(default=300.0, gt=0)
     max_message_bytes: int = Field(default=1_000_000, ge=1024)
 
     @field_validator("topic_prefix")
@@ -86,6 +97,10 @@ class Settings(BaseSettings):
     @property
     def log_dir(self) -> Path:
         return self.logs_path or self.state_dir / "logs"
+
+    @property
+    def impression_dir(self) -> Path:
+        return self.impressions_path or self.state_dir / "impressions"
 
     @property
     def model_dir(self) -> Path:

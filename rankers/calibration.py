@@ -6,7 +6,10 @@ create ties inside the top-k). Fitted on held-out logged traffic, never on the r
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, roc_auc_score
@@ -46,3 +49,23 @@ def held_out_metrics(y: np.ndarray, p: np.ndarray, rank_score: np.ndarray | None
         "log_loss": float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1])) if len(y) else nan,
         "o_over_e": observed_over_expected(y, p) if len(y) else nan,
     }
+
+
+def calibration_report(test: pd.DataFrame, p: np.ndarray) -> dict[str, Any]:
+    """Held-out AUC, log loss and O/E overall and per source. Where the rows carry the ground truth's
+    click probability (``true_p``, simulated traffic), also O/E against it: the same ratio without
+    the sampling noise of the clicks."""
+    y = test["label"].to_numpy()
+    report: dict[str, Any] = {"rows_test": float(len(test)), **held_out_metrics(y, p)}
+    truth = "true_p" in test and test["true_p"].notna().all()
+    if truth:
+        report["o_over_e_true_p"] = float(test["true_p"].sum() / max(p.sum(), 1e-12))
+    by_source: dict[str, dict[str, float]] = {}
+    for src, idx in test.groupby("source").indices.items():
+        engaged = float(y[idx].sum())
+        entry = {"rows": float(len(idx)), "engaged": engaged, "o_over_e": engaged / float(p[idx].sum())}
+        if truth:
+            entry["o_over_e_true_p"] = float(test["true_p"].to_numpy()[idx].sum() / p[idx].sum())
+        by_source[str(src)] = entry
+    report["by_source"] = by_source
+    return report

@@ -163,6 +163,9 @@ class Inventory:
         """Either side's block hides the other's content."""
         return actor_id in self.blocks.get(member_id, ()) or member_id in self.blocks.get(actor_id, ())
 
+    def is_connected(self, member_id: str, other_id: str) -> bool:
+        return other_id in self.connections.get(member_id, ())
+
     def can_see(self, member_id: str, item: Item) -> bool:
         if item.actor_id == member_id or self.is_blocked(member_id, item.actor_id):
             return False

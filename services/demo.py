@@ -12,7 +12,7 @@ from features.store import apply_definitions
 from feedrank import infra
 from feedrank.contracts import RankedFeed
 from feedrank.settings import Settings
-from rankers.mixer.spr import MODEL_COLUMNS
+from rankers.mixer.spr import BASE_COLUMNS
 from rankers.registry import load_config
 from services.feed_client import FeedClient, FeedTimeout
 from services.fpr_training import train_fpr
@@ -37,10 +37,10 @@ def prepare(settings: Settings, generator: SimulatedTraffic, retrain: bool = Fal
     try:
         if retrain:
             raise ModelNotFound
-        load_spr(ModelStore(settings.model_dir), MODEL_COLUMNS)
+        load_spr(ModelStore(settings.model_dir), BASE_COLUMNS)
     except ModelNotFound:
         with console.status("training the second-pass model"):
-            version, metrics = train_spr(settings, generator)
+            version, metrics = train_spr(settings, generator.events(), generator.describe())
         console.print(
             f"[green]spr[/] trained {version}: held-out AUC {metrics['auc']:.3f}, "
             f"O/E {metrics['o_over_e']:.2f} on {int(metrics['rows_test'])} rows"
@@ -115,13 +115,22 @@ def full_feeds(
 
 def show(feed: RankedFeed) -> None:
     table = Table(title=f"feed for {feed.member_id}  (request {feed.request_id[:8]}, {feed.model_version})")
-    for col in ("pos", "item", "type", "source", "actor", "pCTR"):
-        table.add_column(col, justify="right" if col in ("pos", "pCTR") else "left")
+    for col in ("pos", "item", "type", "source", "actor", "pCTR", "propensity"):
+        table.add_column(col, justify="right" if col in ("pos", "pCTR", "propensity") else "left")
     for it in feed.items:
-        table.add_row(str(it.position), it.item_id, it.item_type.value, it.source, it.actor_id, f"{it.score:.3f}")
+        table.add_row(
+            str(it.position),
+            it.item_id,
+            it.item_type.value,
+            it.source,
+            it.actor_id,
+            f"{it.score:.3f}",
+            f"{it.propensity:.3f}",
+        )
     console.print(table)
     mix = Counter(i.source for i in feed.items)
-    console.print(f"sources: {dict(mix)}; answered {feed.sources_answered}, missing {feed.sources_missing}\n")
+    console.print(f"sources: {dict(mix)}; answered {feed.sources_answered}, missing {feed.sources_missing}")
+    console.print(f"explain it: feedrank explain {feed.request_id}\n")
 
 
 def run_demo(settings: Settings, members: int = 2000, requests: int = 3000, feeds: int = 3) -> list[RankedFeed]:

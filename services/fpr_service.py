@@ -13,16 +13,15 @@ import logging
 import threading
 import time
 
-from confluent_kafka import TopicPartition
-
-from feedrank.contracts import ContractError, FeedRequest, FprCandidates, MemberEvent, Topic, parse
+from feedrank.contracts import ContractError, FeedRequest, FprCandidates, Topic, parse
 from feedrank.settings import Settings
 from rankers.fpr import FirstPassRanker
 from rankers.inventory import Inventory
 from rankers.registry import FprSpec, load_config
+from services.inventory_follower import InventoryFollower
 from services.kafka_io import ensure_topics, make_consumer, make_producer, topic
 from services.model_store import ModelNotFound, ModelStore
-from services.runtime import assign_from_beginning, setup_logging, stop_event
+from services.runtime import setup_logging, stop_event
 
 log = logging.getLogger(__name__)
 
@@ -33,34 +32,8 @@ class FprService:
         self.ranker = ranker
         self.inventory = Inventory()
         self.answered = 0
-        self.skipped = 0
+        self.skipped = 0  # invalid feed requests
         self.failed = 0
-
-    def _fold_inventory(self, consumer, max_messages: int = 5000, timeout: float = 0) -> int:
-        msgs = consumer.consume(num_messages=max_messages, timeout=timeout)
-        for m in msgs:
-            if m.error():
-                continue
-            try:
-                self.inventory.apply(parse(MemberEvent, m.value()))
-            except ContractError:
-                self.skipped += 1
-        return len(msgs)
-
-    def _replay_to_end(self, consumer, name: str, stop: threading.Event) -> int:
-        """Fold the topic up to the end offsets it had at start: the whole network before the first answer.
-
-        An empty fetch does not mean the end (a broker that has just started answers empty while it
-        loads), so the replay stops on the consumer's positions, not on a quiet poll."""
-        partitions = [TopicPartition(name, p.partition) for p in consumer.assignment()]
-        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=30)[1] for tp in partitions}
-        replayed = 0
-        while not stop.is_set():
-            replayed += self._fold_inventory(consumer, timeout=0.2)
-            positions = {tp.partition: tp.offset for tp in consumer.position(partitions)}
-            if all(positions.get(p, -1) >= end or end <= 0 for p, end in ends.items()):
-                break
-        return replayed
 
     def answer(self, request: FeedRequest, now: float | None = None) -> FprCandidates:
         now = time.time() if now is None else now
@@ -77,19 +50,18 @@ class FprService:
     def run(self, stop: threading.Event) -> None:
         s = self.settings
         ensure_topics(s)
-        inv_consumer = make_consumer(s, f"fpr-{self.ranker.name}-inventory")
-        assign_from_beginning(inv_consumer, topic(s, Topic.MEMBER_EVENTS))
+        follower = InventoryFollower(s, f"fpr-{self.ranker.name}-inventory", self.inventory)
         req_consumer = make_consumer(s, f"fpr-{self.ranker.name}")
         req_consumer.subscribe([topic(s, Topic.FEED_REQUESTS)])
         producer = make_producer(s)
         out_topic = topic(s, Topic.FPR_CANDIDATES)
-        replayed = self._replay_to_end(inv_consumer, topic(s, Topic.MEMBER_EVENTS), stop)
+        replayed = follower.start(stop)
         log.info(
             "fpr %s serving (model %s) after replaying %d events", self.ranker.name, self.ranker.model_version, replayed
         )
         try:
             while not stop.is_set():
-                self._fold_inventory(inv_consumer)  # one bounded batch, so requests never starve
+                follower.poll()
                 msgs = req_consumer.consume(num_messages=100, timeout=0.02)
                 for m in msgs:
                     if m.error():
@@ -114,7 +86,7 @@ class FprService:
         finally:
             producer.flush(10)
             req_consumer.close()
-            inv_consumer.close()
+            follower.close()
 
 
 def load_ranker(settings: Settings, spec: FprSpec) -> FirstPassRanker:

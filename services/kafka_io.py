@@ -20,8 +20,12 @@ def topic(settings: Settings, t: Topic) -> str:
 
 
 def make_producer(settings: Settings, **overrides: str | int) -> Producer:
+    """Keyed messages are partitioned with murmur2, the Java client's default: a request and its FPR
+    candidates (both keyed by request_id) land on the same partition number whichever client wrote them,
+    which is what lets the mixer scale out by worker."""
     cfg: dict[str, str | int] = {
         **settings.kafka_client_config(),
+        "partitioner": "murmur2_random",
         "linger.ms": 2,
         "enable.idempotence": True,
         "message.max.bytes": settings.max_message_bytes + 64 * 1024,

@@ -1,15 +1,16 @@
-"""The live system as a logging policy: simulated members get their feeds from the running pipeline.
+"""The live system as the logging policy: simulated members get their feeds from the running pipeline.
 
-Each simulated request becomes a real ``feed-requests`` message; the mixer's ranked feed is both the
-candidate set and the ranking. The simulator then shows the feed's top slate with probability
-1 - epsilon, or a uniformly random slate of the feed's items (the system's exploration), and logs the
-exact propensity of each slot. Members act by the ground truth and their events go back to
-``member-events``, so features and inventories see the consequences: a closed loop.
+Each simulated request becomes a real ``feed-requests`` message. The member sees the top slate of the
+mixer's feed in the mixer's order, and the log carries the mixer's request id and the exact
+propensity the mixer computed (its exploration rule is the only randomness). Members act by the
+ground truth and their events, tagged with the feed's request id, go back to ``member-events``, so
+features, inventories and the mixer's impression log see the consequences: a closed loop.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
 from feedrank.contracts import MAX_FEED_SIZE, RankedFeed
 from feedrank.settings import Settings
@@ -40,6 +41,9 @@ class LiveSimulation(Simulation):
         self._source_index = {name: i for i, name in enumerate(SOURCE_NAMES)}
         self._rank_scores = np.zeros((0, 0))
         self._pctr = np.zeros((0, 0))
+        self._propensity = np.zeros((0, 0))
+        self._request_ids: list[str] = []
+        self.policy = _FeedOrder(self)
         self.feeds: list[RankedFeed] = []
         self.unknown_items = 0
 
@@ -54,6 +58,8 @@ class LiveSimulation(Simulation):
         items = np.full((b, f), -1, dtype=np.int64)
         source = np.zeros((b, f), dtype=np.int8)
         pctr = np.zeros((b, f))
+        propensity = np.ones((b, f))
+        self._request_ids = [feed.request_id for feed in feeds]
         for row, feed in enumerate(feeds):
             for it in feed.items[:f]:
                 gid = self._index.get(it.item_id)
@@ -63,9 +69,11 @@ class LiveSimulation(Simulation):
                 items[row, it.position] = gid
                 source[row, it.position] = self._source_index.get(it.source, 0)
                 pctr[row, it.position] = it.score
+                propensity[row, it.position] = it.propensity
         # The system's order is the ranking: the earlier the position, the higher the score.
         self._rank_scores = np.where(items >= 0, -np.arange(f, dtype=float)[None, :], -np.inf)
         self._pctr = pctr
+        self._propensity = propensity
         return items, source, items >= 0
 
     def rank(self, member: np.ndarray, items: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -74,8 +82,27 @@ class LiveSimulation(Simulation):
     def predicted(self, rows: np.ndarray, cols: np.ndarray, scores: np.ndarray | None) -> np.ndarray:
         return self._pctr[rows, cols]  # the mixer's pCTR of the item it served
 
+    def request_names(self, first_request: int, rows: np.ndarray) -> pa.Array:
+        return pa.array(self._request_ids, pa.string()).take(pa.array(rows))
+
     def close(self) -> None:
         self.client.close()
+
+
+class _FeedOrder:
+    """Shows the feed's first slots in the mixer's order, with the mixer's propensities."""
+
+    name = "live"
+
+    def __init__(self, sim: LiveSimulation) -> None:
+        self.sim = sim
+
+    def choose(
+        self, scores: np.ndarray | None, valid: np.ndarray, slate_size: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        slate = np.where(valid[:, :slate_size], np.arange(min(slate_size, valid.shape[1]))[None, :], -1)
+        prop = np.where(slate >= 0, self.sim._propensity[:, : slate.shape[1]], 0.0)
+        return slate, prop
 
 
 def wait_for_pipeline(settings: Settings, sim: LiveSimulation, timeout_s: float = 300.0) -> None:

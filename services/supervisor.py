@@ -13,10 +13,16 @@ from feedrank.settings import Settings
 from rankers.registry import load_config
 
 
+def mixer_workers(settings: Settings) -> list[str]:
+    """The mixer's worker processes: ``mixer``, or ``mixer-1`` ... ``mixer-N``."""
+    n = settings.mixer_workers
+    return ["mixer"] if n == 1 else [f"mixer-{i}" for i in range(1, n + 1)]
+
+
 def pipeline_services(settings: Settings) -> list[str]:
     """Every service of the feed, FPRs as configured."""
     fprs = load_config(settings.pipeline_config).fpr_names
-    return ["features", *[f"fpr-{n}" for n in fprs], "mixer"]
+    return ["features", *[f"fpr-{n}" for n in fprs], *mixer_workers(settings)]
 
 
 @dataclass

@@ -75,7 +75,7 @@ class SessionConfig(_Config):
     job_candidates: int = Field(10, ge=0)
     course_candidates: int = Field(8, ge=0)
     people_candidates: int = Field(7, ge=0)
-    # "live": epsilon-greedy around the running pipeline's feeds (services/live_simulation.py)
+    # "live": the running pipeline's feeds, with the mixer's own exploration (services/live_simulation.py)
     policy: Literal["uniform", "epsilon-greedy", "live"] = "uniform"
     epsilon: float = Field(0.1, ge=0.0, le=1.0, description="exploration rate of epsilon-greedy")
     batch_size: int = Field(4_096, ge=1)

@@ -350,6 +350,10 @@ class Simulation:
         k = items.shape[1]
         return self.scorer(np.repeat(member, k), np.maximum(items, 0).ravel(), np.repeat(t, k)).reshape(items.shape)
 
+    def request_names(self, first_request: int, rows: np.ndarray) -> pa.Array:
+        """The request id of each logged slot (``rows``: its request's index in the batch)."""
+        return _names(f"r{self.world.config.seed}-{self.config.seed}-", first_request + rows)
+
     def predicted(self, rows: np.ndarray, cols: np.ndarray, scores: np.ndarray | None) -> np.ndarray | None:
         """The model's click probability for each logged slot, where a model scored it."""
         return scores[rows, cols] if scores is not None and self.scores_are_probabilities else None
@@ -416,7 +420,7 @@ class Simulation:
         acts = self.truth.sample(probs, rng)
         predicted = self.predicted(rows, col, scores)
 
-        request_ids = _names(f"r{w.config.seed}-{cfg.seed}-", first_request + rows)
+        request_ids = self.request_names(first_request, rows)
         member_names = nm.member.take(pa.array(mem))
         item_names = nm.item.take(pa.array(item))
         itype_names = pa.array(ITEM_TYPE_NAMES[w.item_type[item]])

@@ -1,55 +1,143 @@
 """Feed assembly: merge the FPRs' candidates, score them with the SPR, then apply the rules in order.
 
-Pure: features arrive as a DataFrame, the model and rules as objects.
+Pure: the candidates' stored features arrive as a DataFrame, the member's graph and the items'
+creation facts as an object (the mixer's inventory), what was served recently as a mapping. The
+same code serves the live mixer and the offline evaluation of the whole system.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 
-from feedrank.contracts import FeedItem, FprCandidates
-from rankers.rules.base import RerankContext, RerankRule, Slot
+from features.families import derive
+from feedrank.contracts import FprCandidates
+from rankers.mixer.spr import SecondPassRanker
+from rankers.rules.base import Graph, RerankContext, RerankRule, Slot
+
+CANDIDATE_COLUMNS = ["item_id", "item_type", "actor_id", "source", "fpr_score"]
+
+
+class Catalog(Graph, Protocol):
+    """What the mixer's inventory knows: the graph, and each created item (``created_at``, ``visibility``)."""
+
+    items: Mapping[str, Any]
 
 
 def candidate_frame(answers: Sequence[FprCandidates]) -> pd.DataFrame:
-    rows = [
-        {
-            "item_id": c.item_id,
-            "item_type": c.item_type.value,
-            "actor_id": c.actor_id,
-            "source": a.source,
-            "fpr_score": c.score,
-        }
-        for a in answers
-        for c in a.candidates
-    ]
-    return pd.DataFrame(rows, columns=["item_id", "item_type", "actor_id", "source", "fpr_score"])
+    rows = [(c.item_id, c.item_type.value, c.actor_id, a.source, c.score) for a in answers for c in a.candidates]
+    return pd.DataFrame(rows, columns=CANDIDATE_COLUMNS)
 
 
-def assemble(
-    member_id: str, feed_size: int, candidates: pd.DataFrame, scores: Sequence[float], rules: Sequence[RerankRule]
-) -> tuple[list[FeedItem], list[Slot]]:
-    """Order candidates by SPR score, run each rule, and number the positions."""
-    slots = [
-        Slot(r.item_id, r.item_type, r.actor_id, r.source, float(s))
-        for r, s in zip(candidates.itertuples(index=False), scores, strict=True)
-    ]
-    slots.sort(key=lambda s: (-s.score, s.item_id))
-    ctx = RerankContext(member_id=member_id, feed_size=feed_size)
-    for rule in rules:
-        slots = rule.apply(slots, ctx)
-    slots = slots[:feed_size]
-    items = [
-        FeedItem(
-            item_id=s.item_id,
-            item_type=s.item_type,
-            actor_id=s.actor_id,
-            source=s.source,
-            score=min(1.0, max(0.0, s.score)),
-            position=i,
+@dataclass
+class MixResult:
+    """The feed (``slots``, in order, truncated) and what explains it."""
+
+    slots: list[Slot]
+    pctr: np.ndarray  # the SPR's P(engage) of each feed item at its final position
+    contributions: pd.DataFrame  # per feed item: each feature family's share of the logit
+    dropped: dict[str, str] = field(default_factory=dict)  # item_id -> the rule that removed it
+    candidates: int = 0
+
+
+def _col(stored: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in stored:
+        return np.zeros(len(stored))
+    return pd.to_numeric(stored[name], errors="coerce").fillna(0.0).to_numpy(dtype=float)
+
+
+class FeedMixer:
+    """Scores candidates with the SPR at the top position, runs the rules, and re-estimates each
+    item's pCTR at the position it ends at."""
+
+    def __init__(self, model: SecondPassRanker, rules: Sequence[RerankRule]) -> None:
+        self.model = model
+        self.rules = list(rules)
+
+    def features(self, candidates: pd.DataFrame, stored: pd.DataFrame, catalog: Catalog, now: float) -> pd.DataFrame:
+        """The SPR's input rows: derived stream features, the candidate's fields, its age, position 0."""
+        derived = derive(stored.reset_index(drop=True), now)
+        created = np.array(
+            [getattr(catalog.items.get(i), "created_at", np.nan) for i in candidates["item_id"]], dtype=float
         )
-        for i, s in enumerate(slots)
-    ]
-    return items, slots
+        X = derived.join(candidates.reset_index(drop=True))
+        X["item_age_s"] = now - created
+        X["position"] = 0
+        return X
+
+    def mix(
+        self,
+        request_id: str,
+        member_id: str,
+        feed_size: int,
+        now: float,
+        candidates: pd.DataFrame,
+        stored: pd.DataFrame,
+        catalog: Catalog,
+        served: Mapping[str, float] | None = None,
+        sources: frozenset[str] = frozenset(),
+    ) -> MixResult:
+        """``stored`` holds the stored feature columns (``view__column``) of each candidate, row for row."""
+        served = served or {}
+        n = len(candidates)
+        if n == 0:
+            return MixResult([], np.zeros(0), pd.DataFrame(), {}, 0)
+        X = self.features(candidates, stored, catalog, now)
+        logit0 = self.model.decision_function(X)
+        p0 = 1.0 / (1.0 + np.exp(-logit0))
+        imps = _col(stored, "member_item__imp_total")
+        engs = _col(stored, "member_item__eng_total")
+        hides = _col(stored, "member_item__hide_total")
+        slots: list[Slot] = []
+        for j, r in enumerate(candidates.itertuples(index=False)):
+            item = catalog.items.get(r.item_id)
+            slots.append(
+                Slot(
+                    r.item_id,
+                    r.item_type,
+                    r.actor_id,
+                    r.source,
+                    float(p0[j]),
+                    pctr=float(p0[j]),
+                    created_at=getattr(item, "created_at", None),
+                    visibility=getattr(item, "visibility", "public"),
+                    impressions=float(imps[j]),
+                    engagements=float(engs[j]),
+                    hidden=bool(hides[j] > 0),
+                    served_at=served.get(r.item_id),
+                )
+            )
+        row_of = {id(s): j for j, s in enumerate(slots)}
+        slots.sort(key=lambda s: (-s.score, s.item_id))
+        ctx = RerankContext(
+            member_id=member_id,
+            feed_size=feed_size,
+            now=now,
+            request_id=request_id,
+            graph=catalog,
+            sources=sources or frozenset(candidates["source"]),
+        )
+        dropped: dict[str, str] = {}
+        for rule in self.rules:
+            before = slots
+            slots = rule.apply(slots, ctx)
+            if len(slots) < len(before):
+                kept = {id(s) for s in slots}
+                for s in before:
+                    if id(s) not in kept:
+                        dropped.setdefault(s.item_id, rule.name)
+        slots = slots[:feed_size]
+        shown_ids = {s.item_id for s in slots}
+        dropped = {i: rule for i, rule in dropped.items() if i not in shown_ids}  # a duplicate's other copy
+        rows = np.array([row_of[id(s)] for s in slots], dtype=int)
+        positions = np.arange(len(slots))
+        logit = logit0[rows] + self.model.position_effect(positions)
+        pctr = 1.0 / (1.0 + np.exp(-logit))
+        shown = X.iloc[rows].copy()
+        shown["position"] = positions
+        contributions = self.model.contributions(shown).reset_index(drop=True) if len(rows) else pd.DataFrame()
+        return MixResult(slots, pctr, contributions, dropped, n)

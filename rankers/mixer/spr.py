@@ -1,7 +1,16 @@
-"""The second-pass ranker: a logistic regression over the feature families and the FPR's score.
+"""The second-pass ranker: a logistic regression over the feature families, the FPR's score and source.
 
 ``design_matrix`` is the single place raw features become model inputs, so training and serving
-cannot drift apart.
+cannot drift apart. Input columns (a DataFrame, one row per candidate):
+
+- the derived stream features (``features.families.derive``): X_i, X_t, X_ij, X_ik, X_ijk, X_io;
+- ``item_type``; ``item_age_s`` (NaN when unknown, e.g. a member card): X_t's creation time;
+- ``source`` and ``fpr_score``: which FPR proposed the item and its calibrated score. Each source
+  gets its own intercept and its own weight on its score, so an FPR whose scores run hot is
+  calibrated away, and a new FPR needs no code (its columns are learned from the data it appears in);
+- ``position`` (0 when absent): where the item was shown. Logged traffic is position-biased; fitting
+  the bias separately lets serving rank by the probability at the top of the feed and report the
+  probability at the position each item ends at.
 """
 
 from __future__ import annotations
@@ -18,38 +27,64 @@ from features.families import DERIVED_BY_FAMILY, PRIOR_CTR
 from feedrank.contracts import ItemType
 
 TYPE_FEATURES = [f"type_{t.value}" for t in ItemType]
+AGED_TYPES = [t.value for t in ItemType if t != ItemType.MEMBER]
+AGE_FEATURES = [f"log_age_h__{t}" for t in AGED_TYPES]
+POSITION_FEATURE = "log_position"
 
-# Model input columns grouped by the family they belong to (for explanations and docs). The stream
-# features are ``features.families.derive``'s output, computed the same way for training and serving.
-FAMILIES: dict[str, list[str]] = {fam: list(cols) for fam, cols in DERIVED_BY_FAMILY.items()}
-FAMILIES["X_t"] = [*FAMILIES["X_t"], "fpr_score", *TYPE_FEATURES]
-MODEL_COLUMNS: list[str] = [c for cols in FAMILIES.values() for c in cols]
+# The columns that do not depend on the sources seen in training, by family.
+BASE_FAMILIES: dict[str, list[str]] = {fam: list(cols) for fam, cols in DERIVED_BY_FAMILY.items()}
+BASE_FAMILIES["X_t"] = [*BASE_FAMILIES["X_t"], *TYPE_FEATURES, *AGE_FEATURES]
+BASE_FAMILIES["position"] = [POSITION_FEATURE]
+BASE_COLUMNS: list[str] = [c for cols in BASE_FAMILIES.values() for c in cols]
 
 
-def _numeric(raw: pd.DataFrame, column: str, missing: float) -> pd.Series:
+def source_columns(sources: list[str]) -> list[str]:
+    return [c for s in sources for c in (f"source__{s}", f"fpr_score__{s}")]
+
+
+def _numeric(raw: pd.DataFrame, column: str, missing: float) -> np.ndarray:
     if column not in raw:
-        return pd.Series(missing, index=raw.index, dtype=float)
-    return pd.to_numeric(raw[column], errors="coerce").fillna(missing).astype(float)
+        return np.full(len(raw), missing)
+    values = raw[column]
+    if values.dtype.kind in "fi":
+        v = values.to_numpy(dtype=float)
+        return np.where(np.isnan(v), missing, v)
+    return pd.to_numeric(raw[column], errors="coerce").fillna(missing).to_numpy(dtype=float)
 
 
-def design_matrix(X: pd.DataFrame) -> pd.DataFrame:
-    """Derived features (+ ``item_type``, ``fpr_score``) to the model's columns, in order.
+def design_matrix(X: pd.DataFrame, sources: list[str]) -> pd.DataFrame:
+    """Raw candidate rows to the model's columns, in order.
 
-    A missing derived feature means "no history": zero for counts and flags, the prior for rates.
+    A missing derived feature means "no history": zero for counts and flags, the prior for rates. A
+    source not in ``sources`` (an FPR added after training) contributes nothing but its row's other
+    features.
     """
-    out = pd.DataFrame(index=X.index)
-    for c in MODEL_COLUMNS:
+    out: dict[str, np.ndarray] = {}
+    itype = X["item_type"].astype(str).to_numpy() if "item_type" in X else np.full(len(X), "")
+    age_h = _numeric(X, "item_age_s", np.nan) / 3600.0
+    for c in BASE_COLUMNS:
         if c in TYPE_FEATURES:
-            out[c] = (X["item_type"].astype(str) == c.removeprefix("type_")).astype(float)
+            out[c] = (itype == c.removeprefix("type_")).astype(float)
+        elif c in AGE_FEATURES:
+            t = c.removeprefix("log_age_h__")
+            out[c] = np.where((itype == t) & np.isfinite(age_h), np.log1p(np.clip(np.nan_to_num(age_h), 0, None)), 0.0)
+        elif c == POSITION_FEATURE:
+            out[c] = np.log1p(np.clip(_numeric(X, "position", 0.0), 0, None))
         else:
             out[c] = _numeric(X, c, PRIOR_CTR if "__ctr_" in c else 0.0)
-    return out
+    src = X["source"].astype(str).to_numpy() if "source" in X else np.full(len(X), "")
+    score = _numeric(X, "fpr_score", 0.0)
+    for s in sources:
+        hit = (src == s).astype(float)
+        out[f"source__{s}"] = hit
+        out[f"fpr_score__{s}"] = hit * score
+    return pd.DataFrame(out, index=X.index)
 
 
 class SecondPassRanker(ClassifierMixin, BaseEstimator):
-    """P(engage | member, item) = sigmoid(beta . X_it), fitted on logged impressions."""
+    """P(engage | member, item, position) = sigmoid(beta . X_it), fitted on logged impressions."""
 
-    def __init__(self, C: float = 1.0, max_iter: int = 1000, class_weight: str | None = None) -> None:
+    def __init__(self, C: float = 1.0, max_iter: int = 2000, class_weight: str | None = None) -> None:
         self.C = C
         self.max_iter = max_iter
         self.class_weight = class_weight
@@ -58,26 +93,55 @@ class SecondPassRanker(ClassifierMixin, BaseEstimator):
         y = np.asarray(y).astype(int)
         if len(np.unique(y)) < 2:
             raise ValueError("training labels hold one class only; need both engaged and not-engaged rows")
+        if "source" not in X:
+            raise ValueError("training rows need a 'source' column: the FPR that proposed each item")
+        self.sources_ = sorted(X["source"].astype(str).unique())
+        self.columns_ = [*BASE_COLUMNS, *source_columns(self.sources_)]
+        self.families_ = {**BASE_FAMILIES, "fpr": source_columns(self.sources_)}
         self.pipeline_ = Pipeline(
             [
                 ("scale", StandardScaler()),
                 ("lr", LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight=self.class_weight)),
             ]
         )
-        self.pipeline_.fit(design_matrix(X), y)
+        self.pipeline_.fit(design_matrix(X, self.sources_).to_numpy(), y)
         self.classes_ = self.pipeline_.classes_
         return self
 
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+    def _scaled_terms(self, X: pd.DataFrame) -> np.ndarray:
+        """Each column's term of the logit (standardised feature x weight), computed directly: serving
+        scores one small matrix per request, where sklearn's per-call validation would dominate."""
         check_is_fitted(self, "pipeline_")
-        return self.pipeline_.predict_proba(design_matrix(X))
+        scale = self.pipeline_.named_steps["scale"]
+        matrix = design_matrix(X, self.sources_).to_numpy()
+        return (matrix - scale.mean_) / scale.scale_ * self.pipeline_.named_steps["lr"].coef_[0]
+
+    def decision_function(self, X: pd.DataFrame) -> np.ndarray:
+        """The logit of P(engage)."""
+        return self._scaled_terms(X).sum(axis=1) + self.pipeline_.named_steps["lr"].intercept_[0]
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        p = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
+        return np.column_stack([1.0 - p, p])
+
+    def position_effect(self, positions: np.ndarray) -> np.ndarray:
+        """How much the logit moves from the top of the feed (position 0) to each of ``positions``."""
+        check_is_fitted(self, "pipeline_")
+        i = self.columns_.index(POSITION_FEATURE)
+        scale = self.pipeline_.named_steps["scale"].scale_[i]
+        w = self.pipeline_.named_steps["lr"].coef_[0, i]
+        return w / scale * np.log1p(np.clip(np.asarray(positions, dtype=float), 0, None))
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Each family's additive share of the logit, per row (to explain a score)."""
-        check_is_fitted(self, "pipeline_")
-        scaled = self.pipeline_.named_steps["scale"].transform(design_matrix(X))
-        coef = self.pipeline_.named_steps["lr"].coef_[0]
-        parts = pd.DataFrame(scaled * coef, columns=MODEL_COLUMNS, index=X.index)
-        out = pd.DataFrame({fam: parts[cols].sum(axis=1) for fam, cols in FAMILIES.items()})
+        """Each family's additive share of the logit, per row, relative to the average training row
+        (features are standardised); with ``intercept`` they sum to the logit."""
+        parts = pd.DataFrame(self._scaled_terms(X), columns=self.columns_, index=X.index)
+        out = pd.DataFrame({fam: parts[cols].sum(axis=1) for fam, cols in self.families_.items()})
         out["intercept"] = self.pipeline_.named_steps["lr"].intercept_[0]
         return out
+
+    def coefficients(self) -> pd.Series:
+        """The weight of each column per unit of the raw feature (for docs and reviews)."""
+        check_is_fitted(self, "pipeline_")
+        scale = self.pipeline_.named_steps["scale"].scale_
+        return pd.Series(self.pipeline_.named_steps["lr"].coef_[0] / scale, index=self.columns_)

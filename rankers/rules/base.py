@@ -1,27 +1,73 @@
-"""The re-ranking rule contract: a small, pure transformation of the scored slate."""
+"""The re-ranking rule contract: a small, pure transformation of the scored slate.
+
+A rule takes the slots in rank order and returns them in its new order, possibly fewer. Everything a
+rule may look at is on the slot (what the mixer knows of the item and of the member's history with it)
+or in the context (the request, and the member's place in the graph). Rules never do I/O.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Set
 from dataclasses import dataclass, field
 from typing import Protocol
 
 
 @dataclass
 class Slot:
-    """A candidate on its way into the feed; ``moved_by`` records which rules touched it (for explain)."""
+    """A candidate on its way into the feed.
+
+    ``score`` is what the slate is ordered by: the SPR's pCTR at the top of the feed, which rules may
+    discount; ``pctr`` is the SPR's estimate itself, never changed by a rule. ``moved_by`` records
+    which rules moved the slot (for ``feedrank explain``); ``pinned`` marks a slot a rule fixed at its
+    position (exploration leaves it there); ``propensity`` is the probability that the mixer's policy
+    puts this item at the position it ends at (1 unless exploration is on).
+    """
 
     item_id: str
     item_type: str
     actor_id: str
     source: str
     score: float
+    pctr: float = 0.0
+    created_at: float | None = None  # None when the mixer has not seen the item created (member cards)
+    visibility: str = "public"  # "public" or "connections"
+    impressions: float = 0.0  # the member's earlier impressions of this item (X_io)
+    engagements: float = 0.0  # the member's earlier engagements with this item
+    hidden: bool = False  # the member hid this item before
+    served_at: float | None = None  # when the mixer last served this item to the member
+    propensity: float = 1.0
+    pinned: bool = False
     moved_by: list[str] = field(default_factory=list)
+
+
+class Graph(Protocol):
+    """The member's place in the network, as the mixer's inventory knows it."""
+
+    def is_blocked(self, member_id: str, actor_id: str) -> bool:
+        """Either side blocked the other."""
+        ...
+
+    def is_connected(self, member_id: str, actor_id: str) -> bool: ...
+
+
+class NoGraph:
+    """A graph with no edges: nothing blocked, nobody connected (connections-only posts never pass)."""
+
+    def is_blocked(self, member_id: str, actor_id: str) -> bool:
+        return False
+
+    def is_connected(self, member_id: str, actor_id: str) -> bool:
+        return False
 
 
 @dataclass(frozen=True)
 class RerankContext:
     member_id: str
     feed_size: int
+    now: float = 0.0  # the request's time (epoch seconds): freshness and served windows count from it
+    request_id: str = ""  # seeds exploration, so a request's feed can be reproduced and explained
+    graph: Graph = field(default_factory=NoGraph)
+    sources: Set[str] = frozenset()  # the FPRs that answered
 
 
 class RerankRule(Protocol):

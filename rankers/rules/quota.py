@@ -1,11 +1,16 @@
 """Per-inventory quotas: every inventory that answered gets a minimum of the visible slots, and no
-inventory takes more than its cap, so the feed stays a mix even when one inventory scores higher."""
+inventory takes more than its cap, so the feed stays a mix even when one inventory scores higher.
+
+``limits`` sets one inventory's own bounds, e.g. ``{"jobs": {"min": 1, "max": 4}}``: ``min`` replaces
+``min_per_source`` and ``max`` replaces the ``max_share`` cap for that inventory (a ``max`` below the
+general minimum also lowers that inventory's minimum to it)."""
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from rankers.rules.base import RerankContext, Slot
 
@@ -14,6 +19,7 @@ from rankers.rules.base import RerankContext, Slot
 class InventoryQuota:
     min_per_source: int = 1
     max_share: float = 0.5
+    limits: dict[str, dict[str, int]] = field(default_factory=dict)
     name: str = "inventory_quota"
 
     def __post_init__(self) -> None:
@@ -21,22 +27,45 @@ class InventoryQuota:
             raise ValueError(f"inventory_quota.min_per_source must be >= 0, got {self.min_per_source}")
         if not 0.0 < self.max_share <= 1.0:
             raise ValueError(f"inventory_quota.max_share must be in (0, 1], got {self.max_share}")
+        if not isinstance(self.limits, Mapping):
+            raise ValueError(f"inventory_quota.limits must be a table of source -> {{min, max}}, got {self.limits!r}")
+        for source, bounds in self.limits.items():
+            where = f"inventory_quota.limits.{source}"
+            if not isinstance(bounds, Mapping):
+                raise ValueError(f"{where} must be a table with keys min and/or max, got {bounds!r}")
+            unknown = sorted(set(bounds) - {"min", "max"})
+            if unknown:
+                raise ValueError(f"{where} has unknown keys {unknown}; allowed: min, max")
+            for key, value in bounds.items():
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"{where}.{key} must be an integer >= 0, got {value!r}")
+            if bounds.get("min", 0) > bounds.get("max", math.inf):
+                raise ValueError(f"{where}.min ({bounds['min']}) must not exceed {where}.max ({bounds['max']})")
+
+    def bounds(self, source: str, feed_size: int) -> tuple[int, int]:
+        """The (minimum, cap) of visible slots for ``source`` in a feed of ``feed_size``."""
+        own = self.limits.get(source, {})
+        if "max" in own:
+            cap = own["max"]
+            return min(own.get("min", self.min_per_source), cap), cap
+        low = own.get("min", self.min_per_source)
+        return low, max(low, math.ceil(self.max_share * feed_size))
 
     def apply(self, slots: list[Slot], ctx: RerankContext) -> list[Slot]:
         size = min(ctx.feed_size, len(slots))
-        cap = max(self.min_per_source, math.ceil(self.max_share * ctx.feed_size))
+        bounds = {s.source: self.bounds(s.source, ctx.feed_size) for s in slots}
         chosen: set[int] = set()
         taken: Counter[str] = Counter()
         # Each inventory's best items first, up to its minimum...
         for i, s in enumerate(slots):
-            if taken[s.source] < self.min_per_source and len(chosen) < size:
+            if taken[s.source] < bounds[s.source][0] and len(chosen) < size:
                 chosen.add(i)
                 taken[s.source] += 1
         # ...then the best of the rest, within the caps.
         for i, s in enumerate(slots):
             if len(chosen) >= size:
                 break
-            if i not in chosen and taken[s.source] < cap:
+            if i not in chosen and taken[s.source] < bounds[s.source][1]:
                 chosen.add(i)
                 taken[s.source] += 1
         order = sorted(chosen)

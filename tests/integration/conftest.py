@@ -48,6 +48,7 @@ def isolated_settings(base: Settings, tmp_path, **overrides) -> Settings:
             "feast_project": f"test_{run}",
             "models_path": tmp_path / "models",
             "logs_path": tmp_path / "logs",
+            "impressions_path": tmp_path / "impressions",
             **overrides,
         }
     )
@@ -69,7 +70,7 @@ def running_services(
     the generator's traffic; torn down after."""
     s = isolated_settings(base, tmp_path, **overrides)
     train_missing_fprs(s, generator)
-    train_spr(s, generator)
+    train_spr(s, generator.events(), generator.describe())
     sup = Supervisor(s)
     sup.start_all()
     try:
@@ -81,8 +82,11 @@ def running_services(
 
 @pytest.fixture(scope="module")
 def pipeline(base_settings, generator, tmp_path_factory):
-    """The services with the generator's traffic sent, and one feed that mixes every FPR."""
-    with running_services(base_settings, tmp_path_factory.mktemp("pipeline"), generator) as (s, sup):
+    """The services, with two mixer workers, the generator's traffic sent, and one feed that mixes every FPR."""
+    with running_services(base_settings, tmp_path_factory.mktemp("pipeline"), generator, mixer_workers=2) as (
+        s,
+        sup,
+    ):
         publish_traffic(s, generator, show_progress=False)
         client = FeedClient(s)
         expected = {n.removeprefix("fpr-") for n in pipeline_services(s) if n.startswith("fpr-")}

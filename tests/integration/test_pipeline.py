@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -15,6 +17,7 @@ from features.families import recompute
 from features.offline import read_view
 from features.store import feature_store
 from feedrank.contracts import DeadLetter, RankedFeed, Topic, parse
+from rankers.registry import load_config
 from services.kafka_io import make_consumer, make_producer, topic
 
 from .conftest import wait_online_equals
@@ -25,10 +28,80 @@ def test_feed_mixes_all_four_fprs(pipeline):
     assert {i.source for i in feed.items} >= pipeline["expected"]
     assert set(feed.sources_answered) == pipeline["expected"] and not feed.sources_missing
     assert [i.position for i in feed.items] == list(range(len(feed.items)))
-    assert len(feed.items) == pipeline["settings"].feed_size
+    # the demo helper asked for this member's feed until every FPR was in it, and items served on the
+    # earlier tries are not served again within the served rule's window: at most a full feed
+    assert 0 < len(feed.items) <= pipeline["settings"].feed_size
     assert all(0.0 <= i.score <= 1.0 for i in feed.items)
     assert feed.model_version.startswith("spr/")
     assert len({i.item_id for i in feed.items}) == len(feed.items)  # dedupe rule held
+    # every model behind the feed, by name: the second pass and each FPR's trained artifact
+    assert set(feed.model_versions) == {"spr"} | pipeline["expected"]
+    assert feed.model_versions["spr"] == feed.model_version
+    assert all(feed.model_versions[n].startswith(f"{n}/v") for n in pipeline["expected"])
+    assert all(0.0 < i.propensity <= 1.0 for i in feed.items)
+    # the people-you-may-know module sits at its configured position, alone
+    assert [i.position for i in feed.items if i.source == "people"] == [2]
+    assert 0 < feed.gather_ms <= pipeline["settings"].gather_deadline_ms
+
+
+def wait_for_group(s, group: str, members: int, timeout_s: float = 90.0) -> dict[str, int]:
+    """Until ``members`` consumers of the group hold partitions; partitions held per member."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(s.kafka_client_config())
+    deadline = time.monotonic() + timeout_s
+    held: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        desc = admin.describe_consumer_groups([f"{s.topic_prefix}{group}"])[f"{s.topic_prefix}{group}"].result()
+        held = {m.member_id: len(m.assignment.topic_partitions) for m in desc.members}
+        if str(desc.state).endswith("STABLE") and sum(1 for n in held.values() if n) >= members:
+            return held
+        time.sleep(0.5)
+    raise AssertionError(f"group {group} did not settle on {members} members: {held}")
+
+
+def test_two_mixer_workers_share_the_requests_and_explain_them(pipeline):
+    s, client = pipeline["settings"], pipeline["client"]
+    held = wait_for_group(s, "mixer", 2)
+    # co-partitioned: each worker holds the same partitions of feed-requests and fpr-candidates
+    assert sorted(held.values()) == [2 * s.topic_partitions // 2] * 2
+    requests = [client.request(f"m{i}") for i in range(10, 40)]
+    feeds = [client.wait(r.request_id, timeout_s=30) for r in requests]
+    assert [f.request_id for f in feeds] == [r.request_id for r in requests]
+    rule_names = {r.name for r in load_config(s.pipeline_config).build_rules()}
+    workers = set()
+    for feed in feeds[:12]:
+        out = subprocess.run(
+            [sys.executable, "-m", "feedrank.cli", "explain", feed.request_id, "--json"],
+            capture_output=True,
+            text=True,
+            env=s.child_env(),
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        doc = json.loads(out.stdout)
+        workers.add(doc["worker"].rsplit("-", 1)[0])
+        assert [it["item_id"] for it in doc["items"]] == [i.item_id for i in feed.items]
+        for it, item in zip(doc["items"], feed.items, strict=True):
+            assert it["score"] == item.score and it["propensity"] == item.propensity
+            assert set(it["contributions"]) >= {"X_i", "X_t", "X_ij", "X_ik", "X_ijk", "X_io", "fpr", "intercept"}
+            logit = sum(it["contributions"].values())
+            assert abs(1 / (1 + math.exp(-logit)) - item.score) < 1e-3
+        assert doc["candidates"] >= len(feed.items)
+        shown = {i.item_id for i in feed.items}
+        assert set(doc["dropped"]) <= rule_names and all(not shown & set(ids) for ids in doc["dropped"].values())
+    assert workers == {"mixer-1", "mixer-2"}  # requests are spread over both workers
+    # A refresh within the served window shows nothing the member was just served, whichever worker mixes it.
+    again = client.feed(feeds[0].member_id, timeout_s=30)
+    assert again.items and not {i.item_id for i in again.items} & {i.item_id for i in feeds[0].items}
+    unknown = subprocess.run(
+        [sys.executable, "-m", "feedrank.cli", "explain", "no-such-request"],
+        capture_output=True,
+        text=True,
+        env=s.child_env(),
+        timeout=60,
+    )
+    assert unknown.returncode == 1 and "no explanation" in unknown.stderr
 
 
 def test_feed_cli_prints_json(pipeline):
@@ -151,17 +224,33 @@ def test_bad_input_is_dead_lettered_and_services_survive(pipeline):
     assert feed.items and not feed.sources_missing
 
 
-def test_feed_fails_open_when_an_fpr_dies(pipeline):
+def test_killing_an_fpr_mid_run_still_delivers_every_feed_before_the_deadline(pipeline):
     s, sup, client = pipeline["settings"], pipeline["supervisor"], pipeline["client"]
+    deadline_ms = s.gather_deadline_ms
+    sent: list[tuple[str, float]] = []
+
+    def send() -> None:  # 20 requests a second for 8 s, from many members
+        for i in range(160):
+            sent.append((client.request(f"m{50 + i % 300}").request_id, time.monotonic()))
+            time.sleep(0.05)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    time.sleep(3.0)
     sup.kill("fpr-courses")
+    killed_at = time.monotonic()
+    sender.join()
     try:
-        t0 = time.monotonic()
-        req = client.request("m4")
-        feed = client.wait(req.request_id, timeout_s=30)
-        elapsed = time.monotonic() - t0
-        assert feed.sources_missing == ["courses"] and feed.timed_out
-        assert "courses" not in {i.source for i in feed.items} and feed.items
-        assert elapsed < s.gather_deadline_ms / 1000 + 5
+        feeds = [(client.wait(rid, timeout_s=30), t) for rid, t in sent]
+        assert len(feeds) == 160  # every request got its feed
+        for feed, _ in feeds:
+            assert feed.items, feed.request_id
+            assert feed.gather_ms <= deadline_ms  # published within the deadline of the mixer reading it
+        after = [f for f, t in feeds if t > killed_at + 1.0]
+        assert after and all(f.sources_missing == ["courses"] and f.timed_out for f in after)
+        assert all("courses" not in {i.source for i in f.items} for f in after)
+        before = [f for f, t in feeds if t < killed_at - 0.5]
+        assert before and sum(not f.sources_missing for f in before) >= 0.9 * len(before)
     finally:
         sup.start("fpr-courses")
     # The restarted FPR rejoins its consumer group and answers again.

@@ -11,7 +11,20 @@ def test_shipped_config_builds_four_fprs_and_rules():
     rankers = {n: spec.build() for n, spec in config.fprs.items()}
     assert {r.name for r in rankers.values()} == set(config.fpr_names)
     names = [r.name for r in config.build_rules()]
-    assert names == ["dedupe", "actor_diversity", "inventory_quota", "max_type_run", "truncate"]
+    assert names == [
+        "dedupe",
+        "visibility",
+        "seen",
+        "served",
+        "impression_discount",
+        "freshness",
+        "actor_diversity",
+        "inventory_quota",
+        "max_type_run",
+        "fixed_position",
+        "exploration",
+        "truncate",
+    ]
 
 
 def test_fifth_fpr_is_configuration_only(tmp_path):

@@ -1,0 +1,29 @@
+"""Drop what the member must not see: items by members on either side of a block, connections-only
+posts from members who are not connections, and the member's own items and card. The FPRs filter
+most of this at retrieval, but inventories lag the graph (a block made a minute ago), and a feed that
+shows a blocked member's post once is a trust problem no ranking gain pays for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rankers.rules.base import RerankContext, Slot
+
+
+@dataclass
+class Visibility:
+    name: str = "visibility"
+
+    def apply(self, slots: list[Slot], ctx: RerankContext) -> list[Slot]:
+        return [s for s in slots if self._visible(s, ctx)]
+
+    @staticmethod
+    def _visible(s: Slot, ctx: RerankContext) -> bool:
+        member, graph = ctx.member_id, ctx.graph
+        # A member card's subject is its item_id (the people FPR sets actor_id to the same member).
+        people = {s.actor_id, s.item_id} if s.item_type == "member" else {s.actor_id}
+        if member in people:
+            return False
+        if any(graph.is_blocked(member, p) for p in people):
+            return False
+        return s.visibility != "connections" or graph.is_connected(member, s.actor_id)

@@ -1,0 +1,61 @@
+"""What the mixer workers share in Redis: what each member was served lately, and each request's explanation.
+
+Requests are spread over workers by ``request_id``, so one member's consecutive feeds may come from
+different workers: the served history must live outside them. Keys are namespaced by the Feast
+project, like the features, so test sessions and the demo never see each other's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis
+
+from feedrank.settings import Settings
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    return redis.Redis(**settings.redis_kwargs())  # type: ignore[arg-type]
+
+
+class ServedStore:
+    """Per member, a sorted set of served item ids scored by when they were served (trimmed to a TTL)."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self._r = client
+        self._prefix = f"feedrank:{settings.feast_project}:served:"
+        self.ttl_s = settings.served_ttl_s
+
+    def recent(self, member_id: str, now: float) -> dict[str, float]:
+        """Item id -> when it was last served, within the TTL."""
+        pairs = self._r.zrangebyscore(self._prefix + member_id, now - self.ttl_s, "+inf", withscores=True)
+        return {k.decode(): float(v) for k, v in pairs}
+
+    def record(self, member_id: str, item_ids: Sequence[str], now: float) -> None:
+        if not item_ids:
+            return
+        key = self._prefix + member_id
+        pipe = self._r.pipeline(transaction=False)
+        pipe.zadd(key, dict.fromkeys(item_ids, now))
+        pipe.zremrangebyscore(key, "-inf", now - self.ttl_s)
+        pipe.expire(key, int(self.ttl_s) + 1)
+        pipe.execute()
+
+
+class ExplanationStore:
+    """One JSON document per request, kept ``explain_ttl_s``: what ``feedrank explain`` prints."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self._r = client
+        self._prefix = f"feedrank:{settings.feast_project}:explain:"
+        self.ttl_s = settings.explain_ttl_s
+
+    def save(self, request_id: str, doc: Mapping[str, Any]) -> None:
+        if self.ttl_s > 0:
+            self._r.set(self._prefix + request_id, json.dumps(doc, separators=(",", ":")), ex=int(self.ttl_s))
+
+    def load(self, request_id: str) -> dict[str, Any] | None:
+        raw = self._r.get(self._prefix + request_id)
+        return json.loads(raw) if raw is not None else None
