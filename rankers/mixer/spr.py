@@ -6,8 +6,8 @@ cannot drift apart. Input columns (a DataFrame, one row per candidate):
 - the derived stream features (``features.families.derive``): X_i, X_t, X_ij, X_ik, X_ijk, X_io;
 - ``item_type``; ``item_age_s`` (NaN when unknown, e.g. a member card): X_t's creation time;
 - ``source`` and ``fpr_score``: which FPR proposed the item and its calibrated score. Each source
-  gets its own intercept and its own weight on its score, so an FPR whose scores run hot is
-  calibrated away, and a new FPR needs no code (its columns are learned from the data it appears in);
+  gets its own intercept and its own weight on its score's log-odds, so an FPR whose scores run hot
+  is calibrated away, and a new FPR needs no code (its columns are learned from the data it appears in);
 - ``position`` (0 when absent): where the item was shown. Logged traffic is position-biased; fitting
   the bias separately lets serving rank by the probability at the top of the feed and report the
   probability at the position each item ends at.
@@ -39,7 +39,7 @@ BASE_COLUMNS: list[str] = [c for cols in BASE_FAMILIES.values() for c in cols]
 
 
 def source_columns(sources: list[str]) -> list[str]:
-    return [c for s in sources for c in (f"source__{s}", f"fpr_score__{s}")]
+    return [c for s in sources for c in (f"source__{s}", f"fpr_logit__{s}")]
 
 
 def _numeric(raw: pd.DataFrame, column: str, missing: float) -> np.ndarray:
@@ -73,11 +73,13 @@ def design_matrix(X: pd.DataFrame, sources: list[str]) -> pd.DataFrame:
         else:
             out[c] = _numeric(X, c, PRIOR_CTR if "__ctr_" in c else 0.0)
     src = X["source"].astype(str).to_numpy() if "source" in X else np.full(len(X), "")
-    score = _numeric(X, "fpr_score", 0.0)
+    # FPR scores are calibrated probabilities: their log-odds is what a logistic model adds up
+    p = np.clip(_numeric(X, "fpr_score", PRIOR_CTR), 1e-4, 1 - 1e-4)
+    logit = np.log(p / (1 - p))
     for s in sources:
         hit = (src == s).astype(float)
         out[f"source__{s}"] = hit
-        out[f"fpr_score__{s}"] = hit * score
+        out[f"fpr_logit__{s}"] = hit * logit
     return pd.DataFrame(out, index=X.index)
 
 

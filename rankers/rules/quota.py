@@ -3,7 +3,11 @@ inventory takes more than its cap, so the feed stays a mix even when one invento
 
 ``limits`` sets one inventory's own bounds, e.g. ``{"jobs": {"min": 1, "max": 4}}``: ``min`` replaces
 ``min_per_source`` and ``max`` replaces the ``max_share`` cap for that inventory (a ``max`` below the
-general minimum also lowers that inventory's minimum to it)."""
+general minimum also lowers that inventory's minimum to it).
+
+``min_score_ratio`` keeps the minimum from forcing in what nobody wants: an item fills its inventory's
+guaranteed slot only if its score is at least that share of the score of the last item the feed would
+show without quotas (0: always)."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ class InventoryQuota:
     min_per_source: int = 1
     max_share: float = 0.5
     limits: dict[str, dict[str, int]] = field(default_factory=dict)
+    min_score_ratio: float = 0.0
     name: str = "inventory_quota"
 
     def __post_init__(self) -> None:
@@ -27,6 +32,8 @@ class InventoryQuota:
             raise ValueError(f"inventory_quota.min_per_source must be >= 0, got {self.min_per_source}")
         if not 0.0 < self.max_share <= 1.0:
             raise ValueError(f"inventory_quota.max_share must be in (0, 1], got {self.max_share}")
+        if not 0.0 <= self.min_score_ratio <= 1.0:
+            raise ValueError(f"inventory_quota.min_score_ratio must be in [0, 1], got {self.min_score_ratio}")
         if not isinstance(self.limits, Mapping):
             raise ValueError(f"inventory_quota.limits must be a table of source -> {{min, max}}, got {self.limits!r}")
         for source, bounds in self.limits.items():
@@ -56,9 +63,10 @@ class InventoryQuota:
         bounds = {s.source: self.bounds(s.source, ctx.feed_size) for s in slots}
         chosen: set[int] = set()
         taken: Counter[str] = Counter()
-        # Each inventory's best items first, up to its minimum...
+        floor = self.min_score_ratio * slots[size - 1].score if size else 0.0
+        # Each inventory's best items first, up to its minimum (if good enough)...
         for i, s in enumerate(slots):
-            if taken[s.source] < bounds[s.source][0] and len(chosen) < size:
+            if taken[s.source] < bounds[s.source][0] and len(chosen) < size and s.score >= floor:
                 chosen.add(i)
                 taken[s.source] += 1
         # ...then the best of the rest, within the caps.

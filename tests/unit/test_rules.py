@@ -531,7 +531,7 @@ def test_shipped_config_builds_every_rule_in_order():
     ]
     by_name = {r.name: r for r in rules}
     assert by_name["seen"].item_types == ("post",)
-    assert by_name["freshness"].half_life_h == {"post": 24.0}
+    assert by_name["freshness"].half_life_h == {}  # the SPR weighs age; the rule only enforces max ages
     assert by_name["freshness"].max_age_h == {"post": 168.0, "job": 720.0}
     assert (by_name["fixed_position"].source, by_name["fixed_position"].position) == ("people", 2)
     assert by_name["exploration"].epsilon == 0.05 and by_name["exploration"].pool is None
@@ -555,3 +555,28 @@ def test_shipped_rules_run_end_to_end():
     assert len(s) == 4
     assert s[2].item_id == "pp1" and s[2].pinned
     assert {x.item_id for x in s} <= {"n1", "n4", "j1", "pp1"}
+
+
+def test_quota_minimum_skips_items_far_below_the_fold():
+    ctx = RerankContext(member_id="m1", feed_size=3)
+
+    def slate():
+        return [
+            Slot(i, "post", f"a{i}", src, score)
+            for i, src, score in [
+                ("a", "net", 0.9),
+                ("b", "net", 0.8),
+                ("c", "net", 0.7),
+                ("j", "jobs", 0.5),
+                ("k", "courses", 0.01),
+            ]
+        ]
+
+    out = InventoryQuota(min_per_source=1, max_share=1.0, min_score_ratio=0.5).apply(slate(), ctx)
+    # jobs' best (0.5) is at least half the last item shown without quotas (0.7): guaranteed a slot;
+    # courses' best (0.01) is not, so it does not displace a network post
+    assert [s.item_id for s in out[:3]] == ["a", "b", "j"]
+    out = InventoryQuota(min_per_source=1, max_share=1.0).apply(slate(), ctx)
+    assert [s.item_id for s in out[:3]] == ["a", "j", "k"]
+    with pytest.raises(ValueError, match="min_score_ratio"):
+        InventoryQuota(min_score_ratio=1.5)

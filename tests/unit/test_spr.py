@@ -75,7 +75,7 @@ def test_labels_come_from_engagements_under_the_same_request():
 
 def test_design_matrix_fills_missing_history_and_unknown_sources():
     X = design_matrix(pd.DataFrame({"item_type": ["job", "post"], "source": ["jobs", "new-fpr"]}), ["jobs"])
-    assert list(X.columns) == [*BASE_COLUMNS, "source__jobs", "fpr_score__jobs"]
+    assert list(X.columns) == [*BASE_COLUMNS, "source__jobs", "fpr_logit__jobs"]
     assert (X["member_stats__ctr_1h"] == 0.05).all() and (X["type_job"] == [1.0, 0.0]).all()
     assert X["source__jobs"].tolist() == [1.0, 0.0] and (X["log_position"] == 0).all()
     assert (X["log_age_h__post"] == 0).all()  # unknown age: no age effect

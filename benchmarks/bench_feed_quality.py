@@ -1,0 +1,176 @@
+"""The whole feed against the oracle: does FPRs -> SPR -> rules beat simple feeds and each FPR alone?
+
+    python -m benchmarks.bench_feed_quality                    # 2,000 members, 20,000 requests, 400 evaluated
+    python -m benchmarks.bench_feed_quality --json out.json    # also the full report as JSON
+    python -m benchmarks.bench_feed_quality --smoke            # a tiny world and small models, seconds
+
+Simulates a world, trains every configured FPR on the first half of its time and the second pass on the
+next 20% (stacked: the SPR learns from out-of-sample FPR scores), and
+for held-out feed requests builds the feed as the mixer would (``evaluation.feed_oracle``). Rankings
+of the same candidates are scored by expected engagement under the ground truth (expected clicks on a
+slate of 10) and NDCG@10 against the oracle's ordering; the SPR's calibration (O/E) on the held-out
+rows is shown overall and per source, against the clicks and against the truth's click probability.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.bench_simulator import machine
+from evaluation.feed_oracle import ORACLE, evaluate_feed
+from evaluation.fpr_oracle import simulate
+from feedrank.progress import progress_bar
+
+# Small models for --smoke (what the unit test uses): the tiny world trains in seconds.
+SMOKE_PARAMS: dict[str, dict[str, Any]] = {
+    "network": {"n_estimators": 100},
+    "jobs": {"minilm": False, "tower_epochs": 4, "p2v_epochs": 5, "lgb_n_estimators": 100},
+    "courses": {"epochs": 4, "passes": 2},
+    "people": {"epochs": 10},
+}
+
+
+def run(
+    members: int,
+    requests: int,
+    eval_requests: int,
+    seed: int,
+    params: dict[str, dict[str, Any]] | None = None,
+    rule_ablation: bool = True,
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    with progress_bar() as progress:
+        sw = simulate(members=members, requests=requests, seed=seed, progress=progress)
+        t_sim = time.perf_counter() - t0
+        report = evaluate_feed(
+            sw, n_requests=eval_requests, seed=seed, progress=progress, params=params, rule_ablation=rule_ablation
+        )
+    report["machine"] = machine()
+    report["args"] = {"members": members, "requests": requests, "eval_requests": eval_requests, "seed": seed}
+    report["params"] = params or {}
+    report["wall_s"] = {"simulate": round(t_sim, 1), "total": round(time.perf_counter() - t0, 1)}
+    return report
+
+
+def _f(x: float, digits: int = 3) -> str:
+    return f"{x:.{digits}f}"
+
+
+def render(report: dict[str, Any], console: Console | None = None) -> None:
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # piped to a file: wide enough for the tables' columns
+            console = Console(width=140)
+    k = report["k"]
+    rankings = report["rankings"]
+    system = rankings["system"]["expected_engagement"]
+    table = Table(
+        title=f"Feed quality on {report['requests']} held-out requests ({report['world']['description']})",
+        caption=(
+            f"expected engagement: expected clicks on a slate of {report['slate']} under the ground truth; "
+            f"NDCG@{k}: truth's relevance as gain, the oracle's order of the union of all FPRs' candidates "
+            f"(mean {report['mean_union_size']:.0f}) as ideal; system - this: paired per request, ± its standard error"
+        ),
+    )
+    cols = ("ranking", "expected engagement", "share of oracle", f"NDCG@{k}", "system vs this", "system - this (± se)")
+    for col in cols:
+        table.add_column(col, justify="left" if col == "ranking" else "right")
+    for name, m in sorted(rankings.items(), key=lambda kv: -kv[1]["expected_engagement"]):
+        ee = m["expected_engagement"]
+        vs, diff = "", ""
+        if name != "system":
+            vs = f"{(system / ee - 1) * 100:+.1f}%" if ee > 0 else "inf"
+            diff = f"{m['system_minus_this']:+.3f} ± {m['system_minus_this_se']:.3f}"
+        style = "bold" if name == "system" else "dim" if name == ORACLE else None
+        table.add_row(name, _f(ee), _f(m["share_of_oracle"]), _f(m[f"ndcg@{k}"]), vs, diff, style=style)
+    console.print(table)
+
+    if report.get("rule_ablation"):
+        base = rankings["system (no exploration)"]
+        abl = Table(
+            title="Each rule's effect: the feed (no exploration) without that one rule",
+            caption="rule's effect: expected engagement with all rules minus without this one (< 0: the rule costs)",
+        )
+        for col in ("without", "expected engagement", "share of oracle", f"NDCG@{k}", "rule's effect"):
+            abl.add_column(col, justify="left" if col == "without" else "right")
+        abl.add_row("(all rules)", _f(base["expected_engagement"]), _f(base["share_of_oracle"]), _f(base[f"ndcg@{k}"]))
+        for rule, m in report["rule_ablation"].items():
+            effect = base["expected_engagement"] - m["expected_engagement"]
+            abl.add_row(
+                rule, _f(m["expected_engagement"]), _f(m["share_of_oracle"]), _f(m[f"ndcg@{k}"]), f"{effect:+.3f}"
+            )
+        console.print(abl)
+
+    spr = report["spr_holdout"]
+    cal = Table(
+        title=(
+            f"SPR on held-out rows: AUC {spr['auc']:.3f}, log loss {spr['log_loss']:.4f} "
+            f"({spr['rows_train']:.0f} train rows, {spr['rows_test']:.0f} held out)"
+        ),
+        caption="O/E > 1: the SPR under-predicts. Against true_p: the same ratio without the clicks' sampling noise.",
+    )
+    for col in ("source", "rows", "engaged", "O/E (clicks)", "O/E (true_p)"):
+        cal.add_column(col, justify="left" if col == "source" else "right")
+    for src, m in spr["by_source"].items():
+        cal.add_row(
+            src,
+            f"{m['rows']:.0f}",
+            f"{m['engaged']:.0f}",
+            _f(m["o_over_e"]),
+            _f(m.get("o_over_e_true_p", float("nan"))),
+        )
+    engaged = sum(m["engaged"] for m in spr["by_source"].values())
+    cal.add_row(
+        "overall",
+        f"{spr['rows_test']:.0f}",
+        f"{engaged:.0f}",
+        _f(spr["o_over_e"]),
+        _f(spr.get("o_over_e_true_p", float("nan"))),
+        style="bold",
+    )
+    console.print(cal)
+    rates = spr.get("base_rates", {})
+    if rates:
+        console.print(
+            "click rate, train -> held out: "
+            + ", ".join(
+                f"{key} {rates['train'][key]:.4f} -> {rates['held_out'][key]:.4f}"
+                for key in rates["train"]
+                if key in rates["held_out"]
+            )
+        )
+    share = ", ".join(f"{s} {v:.0%}" for s, v in report["feed_share_by_source"].items())
+    console.print(f"feed slots by source: {share}; mean feed size {report['mean_feed_size']:.1f}")
+    console.print(f"dropped by rule (items): {report['dropped_by_rule']}")
+    console.print(f"feed violations: {report['feed_violations']}; explored requests: {report['explored_requests']}")
+    console.print(f"machine: {report['machine']}; wall time: {report['wall_s']}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="a tiny world and small models (seconds)")
+    p.add_argument("--members", type=int, default=2000)
+    p.add_argument("--requests", type=int, default=20_000, help="simulated feed requests (logged traffic)")
+    p.add_argument("--eval-requests", type=int, default=400, help="held-out requests whose feeds are evaluated")
+    p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--no-ablation", action="store_true", help="skip the per-rule ablation")
+    p.add_argument("--json", type=Path, help="write the full report here")
+    args = p.parse_args()
+    if args.smoke:
+        report = run(300, 3000, 60, args.seed, SMOKE_PARAMS, rule_ablation=not args.no_ablation)
+    else:
+        report = run(args.members, args.requests, args.eval_requests, args.seed, rule_ablation=not args.no_ablation)
+    render(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()

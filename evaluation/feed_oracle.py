@@ -1,0 +1,418 @@
+"""Does the whole system's feed beat simple feeds and each FPR alone? Measured on the simulator's
+held-out traffic against the ground truth.
+
+The simulated world is split in time and the models are stacked in it: every configured FPR is trained
+on the logged traffic of the first half, the second pass (SPR) on point-in-time rows of the impressions
+from there to the split (70%), scored by those FPRs (so the SPR learns from FPR scores of traffic the
+FPRs never saw, as it will get them when serving), and the SPR's calibration (O/E overall and per
+source) is reported on the rows after the split. Then, for held-out feed requests, the inventory and
+the feature rows are replayed up to each request, every FPR answers its top-k, and the mixer (SPR +
+re-ranking rules, as configured) builds the feed, exactly as the live mixer would from the same
+candidates and stored features.
+
+The feed is compared with other rankings of the same candidates (the union of all FPRs' answers):
+chronological, popularity, the SPR's order without rules, and each FPR's own top of its inventory.
+Each is scored by (1) expected engagement under the ground truth, the expected clicks on the slate
+(``sum_pos examination(pos) * relevance``, relevance with the member's fatigue from earlier
+impressions), and (2) NDCG@k with the truth's relevance as the gain and the oracle's ordering of the
+union as the ideal (the same ideal for every ranking; a ranking shorter than k just scores lower).
+Differences from the system's feed are paired per request and given with their standard error, and a
+rule ablation rebuilds the feed without each rule in turn.
+
+The truth values an item for its click probability alone: product rules (quotas, one people card,
+diversity) can only cost in these metrics, and the ablation says how much each one costs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from evaluation.fpr_oracle import SimulatedWorld, held_out
+from features.families import apply_event
+from features.training_set import build_training_set, stored_features
+from feedrank.contracts import Candidate, EventType, ItemType, MemberEvent
+from feedrank.settings import REPO_ROOT
+from rankers.calibration import calibration_report
+from rankers.fpr import FirstPassRanker
+from rankers.inventory import Inventory
+from rankers.mixer.mixer import CANDIDATE_COLUMNS, FeedMixer, MixResult
+from rankers.mixer.spr import SecondPassRanker
+from rankers.registry import PipelineConfig, load_config
+from rankers.rules.base import RerankRule
+from rankers.rules.dedupe import Dedupe
+from rankers.rules.truncate import Truncate
+from rankers.training import NoProgress, Progress, replay
+from simulator.truth import expected_clicks, ndcg_against_oracle, oracle_order
+
+SYSTEM = "system"
+SYSTEM_NO_EXPLORATION = "system (no exploration)"
+SPR_ONLY = "spr (no rules)"
+CHRONOLOGICAL = "chronological"
+POPULARITY = "popularity"
+ORACLE = "oracle"
+
+
+@dataclass
+class FeatureInventory(Inventory):
+    """The inventory plus the feature rows (``view|entities`` -> row) the feature store would hold,
+    folded from the same events, so that a replay gives both as of each request."""
+
+    rows: dict[str, dict] = field(default_factory=dict)
+
+    def apply(self, e: MemberEvent) -> None:
+        super().apply(e)
+        apply_event(e, self.rows)
+
+
+def stored_for(rows: Mapping[str, dict], member_id: str, candidates: pd.DataFrame, now: float) -> pd.DataFrame:
+    """The stored feature columns (``view__column``) of each candidate, row for row, as the online store
+    returns them: the rows an impression of the candidate would read (``stored_features``)."""
+    out = []
+    for item_id, item_type, actor_id in zip(
+        candidates["item_id"], candidates["item_type"], candidates["actor_id"], strict=True
+    ):
+        e = MemberEvent.model_construct(
+            event_id="eval",
+            event_type=EventType.IMPRESSION,
+            member_id=member_id,
+            timestamp=now,
+            item_id=item_id,
+            item_type=ItemType(item_type),
+            item_actor_id=actor_id,
+            attributes={},
+        )
+        out.append(stored_features(rows, e))
+    return pd.DataFrame(out, index=range(len(candidates)))
+
+
+def candidates_frame(answers: Mapping[str, Sequence[Candidate]]) -> pd.DataFrame:
+    """Every FPR's answer as the mixer's candidate frame (``rankers.mixer.mixer.candidate_frame``)."""
+    rows = [(c.item_id, c.item_type.value, c.actor_id, src, c.score) for src, cs in answers.items() for c in cs]
+    return pd.DataFrame(rows, columns=CANDIDATE_COLUMNS)
+
+
+@dataclass
+class FeedSnapshot:
+    """One evaluated request, handed to ``inspect`` with the inventory as it stood (tests check the
+    feed against it; it changes once ``inspect`` returns)."""
+
+    request_id: str
+    member_id: str
+    now: float
+    inv: FeatureInventory
+    answers: dict[str, list[Candidate]]
+    union: list[str]  # candidate ids of all FPRs, first answer first, no repeats
+    feed: MixResult
+    feed_no_exploration: MixResult
+    relevance: dict[str, float]  # true relevance of every union item in the simulator's index
+    rankings: dict[str, list[str]]  # every compared ranking, truncated to the slate
+
+
+def chronological_order(inv: Inventory, union: list[str]) -> list[str]:
+    """Newest first by creation time; member cards (never created as items) after every item."""
+    created = [inv.items[i].created_at if i in inv.items else None for i in union]
+    order = sorted(range(len(union)), key=lambda j: (created[j] is None, -(created[j] or 0.0), j))
+    return [union[j] for j in order]
+
+
+def popularity_order(inv: Inventory, union: list[str]) -> list[str]:
+    """Most engaged first: an item by its engagements so far, a member card by the member's followers
+    and connections (the most connected members are the "popular people" list)."""
+
+    def pop(i: str) -> float:
+        item = inv.items.get(i)
+        if item is not None:
+            return float(item.engagements)
+        return float(inv.followers.get(i, 0) + len(inv.connections.get(i, ())))
+
+    score = [pop(i) for i in union]
+    order = sorted(range(len(union)), key=lambda j: (-score[j], j))
+    return [union[j] for j in order]
+
+
+def feed_violations(inv: Inventory, member_id: str, feed: MixResult, union: set[str]) -> dict[str, int]:
+    """What must never reach a feed: items no FPR proposed, repeats, blocked actors (either way), the
+    member's own items or card, connections-only posts of non-connections."""
+    out = {"not_a_candidate": 0, "repeated": 0, "blocked": 0, "invisible": 0}
+    ids = [s.item_id for s in feed.slots]
+    out["repeated"] = len(ids) - len(set(ids))
+    for s in feed.slots:
+        out["not_a_candidate"] += s.item_id not in union
+        people = {s.actor_id, s.item_id} if s.item_type == ItemType.MEMBER.value else {s.actor_id}
+        out["blocked"] += any(inv.is_blocked(member_id, p) for p in people)
+        item = inv.items.get(s.item_id)
+        own = member_id in people
+        private = item is not None and item.visibility == "connections"
+        out["invisible"] += own or (private and not inv.is_connected(member_id, item.actor_id))
+    return out
+
+
+@dataclass
+class TrainedSystem:
+    """Every FPR and the SPR, trained on the traffic before ``split``, and what the training reported."""
+
+    split: float
+    rankers: dict[str, FirstPassRanker]
+    spr: SecondPassRanker
+    spr_holdout: dict[str, Any]  # calibration_report on the point-in-time rows at or after the split
+    fpr_metrics: dict[str, dict[str, float]]
+    rows: pd.DataFrame  # the SPR's point-in-time rows, all of them, in time order
+
+
+def train_system(
+    sw: SimulatedWorld,
+    train_frac: float = 0.7,
+    config: PipelineConfig | None = None,
+    params: Mapping[str, dict[str, Any]] | None = None,
+    spr_C: float = 1.0,
+    progress: Progress | None = None,
+    fpr_frac: float = 0.5,
+) -> TrainedSystem:
+    """Stacked in time: every FPR trained (by its own trainer) on the traffic before ``fpr_frac`` of
+    the time; the SPR fitted on the point-in-time rows from there to the split (``train_frac``),
+    scored by those FPRs; both reported on the rows after the split.
+
+    The SPR must learn from FPR scores like the ones it will get when serving: scores of impressions
+    an FPR was trained on are overconfident, and an SPR fitted on them under-predicts on new traffic.
+
+    ``params`` overrides each FPR trainer's parameters by FPR name (``{}`` each by default: the team's
+    configured settings)."""
+    progress = progress or NoProgress()
+    config = config or load_config(REPO_ROOT / "config/pipeline.toml")
+    params = params or {}
+    if not 0 < fpr_frac < train_frac < 1:
+        raise ValueError(f"need 0 < fpr_frac < train_frac < 1, got {fpr_frac} and {train_frac}")
+    split = sw.traffic.split_time(train_frac)
+    fpr_split = sw.traffic.split_time(fpr_frac)
+    before = held_out(sw.traffic, fpr_split)
+    rankers: dict[str, FirstPassRanker] = {}
+    metrics: dict[str, dict[str, float]] = {}
+    for name, spec in config.fprs.items():
+        task = progress.add_task(f"training FPR {name}", total=None)
+        trained = spec.resolve_trainer()(before, dict(params.get(name, {})), progress)
+        rankers[name] = spec.build(model=trained.scorer)
+        metrics[name] = dict(trained.metrics)
+        progress.update(task, total=1, completed=1)
+    task = progress.add_task("point-in-time SPR rows", total=None)
+    rows = build_training_set(
+        sw.traffic.events,
+        {name: r.scorer for name, r in rankers.items()},
+        {spec.serves: name for name, spec in config.fprs.items()},
+    )
+    progress.update(task, total=1, completed=1)
+    rows = rows.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    train = rows[(rows["timestamp"] >= fpr_split) & (rows["timestamp"] < split)]
+    test = rows[rows["timestamp"] >= split]
+    spr = SecondPassRanker(C=spr_C).fit(train, train["label"].to_numpy())
+    report = {"rows_train": float(len(train)), **calibration_report(test, spr.predict_proba(test)[:, 1])}
+    # the click rates either side of the split: a world whose rates drift moves O/E by itself
+    report["base_rates"] = {
+        part: {"label": float(df["label"].mean()), **({"true_p": float(df["true_p"].mean())} if "true_p" in df else {})}
+        for part, df in (("train", train), ("held_out", test))
+    }
+    return TrainedSystem(split, rankers, spr, report, metrics, rows)
+
+
+def evaluate_feed(
+    sw: SimulatedWorld,
+    train_frac: float = 0.7,
+    n_requests: int = 400,
+    k: int = 10,
+    slate: int = 10,
+    seed: int = 0,
+    progress: Progress | None = None,
+    config: PipelineConfig | None = None,
+    params: Mapping[str, dict[str, Any]] | None = None,
+    inspect: Callable[[FeedSnapshot], None] | None = None,
+    rule_ablation: bool = True,
+    system: TrainedSystem | None = None,
+) -> dict[str, Any]:
+    """Expected engagement and NDCG@k against the oracle of the system's feed and of the simple feeds,
+    on ``n_requests`` held-out requests, and the SPR's held-out calibration.
+
+    ``config`` is the pipeline (``config/pipeline.toml`` by default): its FPRs and rules. The FPRs and
+    the SPR are trained by ``train_system`` (``params``: each FPR trainer's overrides, by FPR name)
+    unless ``system`` gives them, trained at ``train_frac`` of the same world. ``inspect`` gets every
+    evaluated request (``FeedSnapshot``).
+    With ``rule_ablation``, the feed without exploration is also built once without each other rule in
+    turn (``truncate`` stays): what each rule costs or gains in the same two metrics.
+    """
+    progress = progress or NoProgress()
+    config = config or load_config(REPO_ROOT / "config/pipeline.toml")
+    traffic = sw.traffic
+    system = system or train_system(sw, train_frac, config, params, progress=progress)
+    split, rankers, spr = system.split, system.rankers, system.spr
+    rules: list[RerankRule] = config.build_rules()
+    mixer = FeedMixer(spr, rules)
+    calm = FeedMixer(spr, [r for r in rules if getattr(r, "name", "") != "exploration"])
+    spr_only = FeedMixer(spr, [Dedupe(), Truncate()])
+    counts = Counter(r.name for r in calm.rules)
+    ablated = {
+        (r.name if counts[r.name] == 1 else f"{r.name}#{i}"): FeedMixer(spr, [x for x in calm.rules if x is not r])
+        for i, r in enumerate(calm.rules)
+        if rule_ablation and r.name != "truncate"
+    }
+
+    later = traffic.log[traffic.log["timestamp"] >= split]
+    requests = later.drop_duplicates("request_id")[["request_id", "member_id", "timestamp"]]
+    if len(requests) > n_requests:
+        requests = requests.sample(n_requests, random_state=seed)
+    requests = requests.sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+    names = [SYSTEM, SYSTEM_NO_EXPLORATION, SPR_ONLY, CHRONOLOGICAL, POPULARITY, *(f"fpr:{n}" for n in rankers)]
+    without = {r: f"without {r}" for r in ablated}
+    engagement: dict[str, list[float]] = {n: [] for n in [*names, ORACLE, *without.values()]}
+    ndcg: dict[str, list[float]] = {n: [] for n in [*names, *without.values()]}
+    stats: dict[str, Any] = {
+        "union_size": [],
+        "feed_size": [],
+        "unknown_candidates": 0,
+        "skipped_requests": 0,
+        "explored_requests": 0,
+    }
+    feed_sources: dict[str, int] = {}
+    violations = {"not_a_candidate": 0, "repeated": 0, "blocked": 0, "invisible": 0}
+    dropped_by: dict[str, int] = {}
+    examination = sw.truth.examination(np.arange(slate, dtype=np.float64))
+    member_offset = int(sw.world.item_offsets[3])
+
+    def evaluate(inv: FeatureInventory, rid: str, member_id: str, t: float) -> None:
+        answers = {name: r.top_k(inv, member_id, t) for name, r in rankers.items()}
+        cands = candidates_frame(answers)
+        union = list(dict.fromkeys(cands["item_id"]))
+        known = [i for i in union if i in sw.index]
+        stats["unknown_candidates"] += len(union) - len(known)
+        if not known or member_id not in sw.index:
+            stats["skipped_requests"] += 1
+            return
+        stored = stored_for(inv.rows, member_id, cands, t)
+        feed = mixer.mix(rid, member_id, slate, t, cands, stored, inv, served={})
+        feed_calm = calm.mix(rid, member_id, slate, t, cands, stored, inv, served={})
+        by_spr = spr_only.mix(rid, member_id, slate, t, cands, stored, inv, served={})
+        # true relevance of the union, with the member's fatigue from earlier impressions of each item
+        first = {i: j for j, i in reversed(list(enumerate(cands["item_id"])))}
+        seen = (
+            pd.to_numeric(stored["member_item__imp_total"], errors="coerce").fillna(0.0).to_numpy()
+            if "member_item__imp_total" in stored
+            else np.zeros(len(cands))
+        )
+        idx = np.array([sw.index[i] for i in known])
+        member = np.full(len(idx), sw.index[member_id] - member_offset)
+        prior = np.array([seen[first[i]] for i in known])
+        rel = sw.truth.relevance(member, idx, np.full(len(idx), t), prior)
+        at = {i: j for j, i in enumerate(known)}
+        rankings = {
+            SYSTEM: [s.item_id for s in feed.slots],
+            SYSTEM_NO_EXPLORATION: [s.item_id for s in feed_calm.slots],
+            SPR_ONLY: [s.item_id for s in by_spr.slots],
+            CHRONOLOGICAL: chronological_order(inv, known),
+            POPULARITY: popularity_order(inv, known),
+            **{f"fpr:{n}": [c.item_id for c in answers[n]] for n in rankers},
+        }
+        rankings = {n: [i for i in r if i in at][:slate] for n, r in rankings.items()}
+        scored = dict(rankings)
+        for rule, m in ablated.items():
+            got = m.mix(rid, member_id, slate, t, cands, stored, inv, served={})
+            scored[without[rule]] = [s.item_id for s in got.slots if s.item_id in at][:slate]
+        for n, r in scored.items():
+            order = np.array([at[i] for i in r], dtype=np.int64)
+            engagement[n].append(expected_clicks(rel, order, examination))
+            ndcg[n].append(ndcg_against_oracle(rel, order, k))
+        engagement[ORACLE].append(expected_clicks(rel, oracle_order(rel), examination))
+        stats["union_size"].append(len(known))
+        stats["feed_size"].append(len(feed.slots))
+        stats["explored_requests"] += any("exploration" in s.moved_by for s in feed.slots)
+        for s in feed.slots:
+            feed_sources[s.source] = feed_sources.get(s.source, 0) + 1
+        for rule in feed.dropped.values():
+            dropped_by[rule] = dropped_by.get(rule, 0) + 1
+        for key, v in feed_violations(inv, member_id, feed, set(union)).items():
+            violations[key] += v
+        if inspect is not None:
+            inspect(
+                FeedSnapshot(
+                    rid,
+                    member_id,
+                    t,
+                    inv,
+                    answers,
+                    union,
+                    feed,
+                    feed_calm,
+                    {i: float(rel[at[i]]) for i in known},
+                    rankings,
+                )
+            )
+
+    def on_chunk(inv: Inventory, chunk: pd.DataFrame) -> None:
+        assert isinstance(inv, FeatureInventory)
+        for rid, member_id, t in zip(chunk["request_id"], chunk["member_id"], chunk["timestamp"], strict=True):
+            evaluate(inv, str(rid), str(member_id), float(t))
+
+    replay(
+        traffic.events,
+        requests,
+        on_chunk,
+        chunk_seconds=0.0,  # one request per chunk: the inventory and the features as of that very request
+        progress=progress,
+        until=float(requests["timestamp"].max()) if len(requests) else None,
+        inventory=FeatureInventory(),
+    )
+
+    def mean(xs: list[float]) -> float:
+        return float(np.mean(xs)) if xs else float("nan")
+
+    def se(xs: list[float] | np.ndarray) -> float:
+        return float(np.std(xs, ddof=1) / np.sqrt(len(xs))) if len(xs) > 1 else float("nan")
+
+    best = mean(engagement[ORACLE])
+    ours = np.asarray(engagement[SYSTEM])
+
+    def summary(n: str) -> dict[str, float]:
+        ee = mean(engagement[n])
+        # the system's expected engagement minus this ranking's, request by request (paired), and its
+        # standard error: "the system beats X" holds where the difference is several standard errors
+        diff = ours - np.asarray(engagement[n])
+        return {
+            "expected_engagement": ee,
+            "expected_engagement_se": se(engagement[n]),
+            f"ndcg@{k}": mean(ndcg[n]) if n != ORACLE else 1.0,
+            "share_of_oracle": ee / best if best > 0 else float("nan"),
+            "system_minus_this": mean(list(diff)),
+            "system_minus_this_se": se(diff),
+        }
+
+    out_rankings = {n: summary(n) for n in [*names, ORACLE]}
+    n_eval = len(stats["union_size"])
+    total_slots = sum(feed_sources.values())
+    return {
+        "rankings": out_rankings,
+        "rules": [r.name for r in rules],
+        "rule_ablation": {rule: summary(n) for rule, n in without.items()},
+        "spr_holdout": system.spr_holdout,
+        "requests": n_eval,
+        "skipped_requests": stats["skipped_requests"],
+        "k": k,
+        "slate": slate,
+        "mean_union_size": mean(stats["union_size"]),
+        "mean_feed_size": mean(stats["feed_size"]),
+        "unknown_candidates": stats["unknown_candidates"],
+        "explored_requests": stats["explored_requests"],
+        "feed_share_by_source": {s: c / total_slots for s, c in sorted(feed_sources.items())} if total_slots else {},
+        "dropped_by_rule": dict(sorted(dropped_by.items())),
+        "feed_violations": violations,
+        "fpr_train_metrics": system.fpr_metrics,
+        "world": {
+            "description": traffic.description,
+            "events": len(traffic.events),
+            "logged_impressions": len(traffic.log),
+            "split_time": split,
+            "train_frac": train_frac,
+        },
+    }
