@@ -76,3 +76,13 @@ class RerankRule(Protocol):
     def apply(self, slots: list[Slot], ctx: RerankContext) -> list[Slot]:
         """Take slots in rank order; return them in the new rank order (possibly fewer)."""
         ...
+
+
+def resorted(slots: list[Slot], rule: str) -> list[Slot]:
+    """The slots re-ordered by their (changed) scores, stably; ``rule`` is recorded on each slot that
+    moved, for the rules that discount scores."""
+    order = sorted(range(len(slots)), key=lambda i: -slots[i].score)  # stable: ties keep their order
+    for rank, i in enumerate(order):
+        if rank != i:
+            slots[i].moved_by.append(rule)
+    return [slots[i] for i in order]

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from feedrank.contracts import ItemType
-from rankers.rules.base import RerankContext, Slot
+from rankers.rules.base import RerankContext, Slot, resorted
 
 ITEM_TYPES = tuple(t.value for t in ItemType)
 
@@ -43,11 +43,7 @@ class Freshness:
             if half_life is not None:
                 s.score *= self.floor + (1.0 - self.floor) * 0.5 ** (age_h / half_life)
             kept.append(s)
-        order = sorted(range(len(kept)), key=lambda i: -kept[i].score)  # stable: ties keep their order
-        for rank, i in enumerate(order):
-            if rank != i:
-                kept[i].moved_by.append(self.name)
-        return [kept[i] for i in order]
+        return resorted(kept, self.name)
 
 
 def _hours_by_type(table: object, where: str) -> dict[str, float]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rankers.rules.base import RerankContext, Slot
+from rankers.rules.base import RerankContext, Slot, resorted
 
 
 @dataclass
@@ -31,8 +31,4 @@ class ImpressionDiscount:
                     continue
                 s.score *= self.factor**s.impressions
             kept.append(s)
-        order = sorted(range(len(kept)), key=lambda i: -kept[i].score)  # stable: ties keep their order
-        for rank, i in enumerate(order):
-            if rank != i:
-                kept[i].moved_by.append(self.name)
-        return [kept[i] for i in order]
+        return resorted(kept, self.name)

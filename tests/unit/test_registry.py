@@ -11,20 +11,8 @@ def test_shipped_config_builds_four_fprs_and_rules():
     rankers = {n: spec.build() for n, spec in config.fprs.items()}
     assert {r.name for r in rankers.values()} == set(config.fpr_names)
     names = [r.name for r in config.build_rules()]
-    assert names == [
-        "dedupe",
-        "visibility",
-        "seen",
-        "served",
-        "impression_discount",
-        "freshness",
-        "actor_diversity",
-        "inventory_quota",
-        "max_type_run",
-        "fixed_position",
-        "exploration",
-        "truncate",
-    ]
+    # the order and settings of the shipped rules are tested in test_rules.py
+    assert len(names) == len(config.rules) and names[0] == "dedupe" and names[-1] == "truncate"
 
 
 def test_fifth_fpr_is_configuration_only(tmp_path):
