@@ -135,7 +135,7 @@ class FeedMixer:
         dropped = {i: rule for i, rule in dropped.items() if i not in shown_ids}  # a duplicate's other copy
         rows = np.array([row_of[id(s)] for s in slots], dtype=int)
         positions = np.arange(len(slots))
-        logit = logit0[rows] + self.model.position_effect(positions)
+        logit = logit0[rows] + self.model.position_effect(positions, np.array([s.item_type for s in slots]))
         pctr = 1.0 / (1.0 + np.exp(-logit))
         shown = X.iloc[rows].copy()
         shown["position"] = positions

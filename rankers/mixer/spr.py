@@ -8,9 +8,9 @@ cannot drift apart. Input columns (a DataFrame, one row per candidate):
 - ``source`` and ``fpr_score``: which FPR proposed the item and its calibrated score. Each source
   gets its own intercept and its own weight on its score's log-odds, so an FPR whose scores run hot
   is calibrated away, and a new FPR needs no code (its columns are learned from the data it appears in);
-- ``position`` (0 when absent): where the item was shown. Logged traffic is position-biased; fitting
-  the bias separately lets serving rank by the probability at the top of the feed and report the
-  probability at the position each item ends at.
+- ``position`` (0 when absent): where the item was shown, as ``log(1 + position)`` per item type.
+  Logged traffic is position-biased; fitting the bias separately lets serving rank by the
+  probability at the top of the feed and report the probability at the position each item ends at.
 """
 
 from __future__ import annotations
@@ -28,13 +28,18 @@ from feedrank.contracts import ItemType
 
 TYPE_FEATURES = [f"type_{t.value}" for t in ItemType]
 AGED_TYPES = [t.value for t in ItemType if t != ItemType.MEMBER]
-AGE_FEATURES = [f"log_age_h__{t}" for t in AGED_TYPES]
-POSITION_FEATURE = "log_position"
+# Freshness as decays with a day's and a week's half-life, per type: bounded, so traffic older than the
+# training window's does not extrapolate (a log-age term did, and under-predicted later traffic).
+AGE_HALF_LIVES_H = {"1d": 24.0, "7d": 168.0}
+AGE_FEATURES = [f"fresh_{w}__{t}" for t in AGED_TYPES for w in AGE_HALF_LIVES_H]
+# Examination multiplies the click probability; on the logit scale its slope depends on how likely
+# the item is to be clicked at all, so each item type gets its own log(1 + position) term.
+POSITION_FEATURES = {t.value: f"log_position__{t.value}" for t in ItemType}
 
 # The columns that do not depend on the sources seen in training, by family.
 BASE_FAMILIES: dict[str, list[str]] = {fam: list(cols) for fam, cols in DERIVED_BY_FAMILY.items()}
 BASE_FAMILIES["X_t"] = [*BASE_FAMILIES["X_t"], *TYPE_FEATURES, *AGE_FEATURES]
-BASE_FAMILIES["position"] = [POSITION_FEATURE]
+BASE_FAMILIES["position"] = list(POSITION_FEATURES.values())
 BASE_COLUMNS: list[str] = [c for cols in BASE_FAMILIES.values() for c in cols]
 
 
@@ -66,10 +71,12 @@ def design_matrix(X: pd.DataFrame, sources: list[str]) -> pd.DataFrame:
         if c in TYPE_FEATURES:
             out[c] = (itype == c.removeprefix("type_")).astype(float)
         elif c in AGE_FEATURES:
-            t = c.removeprefix("log_age_h__")
-            out[c] = np.where((itype == t) & np.isfinite(age_h), np.log1p(np.clip(np.nan_to_num(age_h), 0, None)), 0.0)
-        elif c == POSITION_FEATURE:
-            out[c] = np.log1p(np.clip(_numeric(X, "position", 0.0), 0, None))
+            window, t = c.removeprefix("fresh_").split("__")
+            decay = 0.5 ** (np.clip(np.nan_to_num(age_h), 0, None) / AGE_HALF_LIVES_H[window])
+            out[c] = np.where((itype == t) & np.isfinite(age_h), decay, 0.0)
+        elif c.startswith("log_position__"):
+            t = c.removeprefix("log_position__")
+            out[c] = np.where(itype == t, np.log1p(np.clip(_numeric(X, "position", 0.0), 0, None)), 0.0)
         else:
             out[c] = _numeric(X, c, PRIOR_CTR if "__ctr_" in c else 0.0)
     src = X["source"].astype(str).to_numpy() if "source" in X else np.full(len(X), "")
@@ -126,13 +133,15 @@ class SecondPassRanker(ClassifierMixin, BaseEstimator):
         p = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
         return np.column_stack([1.0 - p, p])
 
-    def position_effect(self, positions: np.ndarray) -> np.ndarray:
-        """How much the logit moves from the top of the feed (position 0) to each of ``positions``."""
+    def position_effect(self, positions: np.ndarray, item_types: np.ndarray) -> np.ndarray:
+        """How much the logit moves from the top of the feed (position 0) to each of ``positions``, for
+        items of ``item_types``."""
         check_is_fitted(self, "pipeline_")
-        i = self.columns_.index(POSITION_FEATURE)
-        scale = self.pipeline_.named_steps["scale"].scale_[i]
-        w = self.pipeline_.named_steps["lr"].coef_[0, i]
-        return w / scale * np.log1p(np.clip(np.asarray(positions, dtype=float), 0, None))
+        scale = self.pipeline_.named_steps["scale"].scale_
+        coef = self.pipeline_.named_steps["lr"].coef_[0]
+        slope = {t: coef[self.columns_.index(c)] / scale[self.columns_.index(c)] for t, c in POSITION_FEATURES.items()}
+        w = np.array([slope.get(str(t), 0.0) for t in item_types])
+        return w * np.log1p(np.clip(np.asarray(positions, dtype=float), 0, None))
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """Each family's additive share of the logit, per row, relative to the average training row

@@ -77,8 +77,8 @@ def test_design_matrix_fills_missing_history_and_unknown_sources():
     X = design_matrix(pd.DataFrame({"item_type": ["job", "post"], "source": ["jobs", "new-fpr"]}), ["jobs"])
     assert list(X.columns) == [*BASE_COLUMNS, "source__jobs", "fpr_logit__jobs"]
     assert (X["member_stats__ctr_1h"] == 0.05).all() and (X["type_job"] == [1.0, 0.0]).all()
-    assert X["source__jobs"].tolist() == [1.0, 0.0] and (X["log_position"] == 0).all()
-    assert (X["log_age_h__post"] == 0).all()  # unknown age: no age effect
+    assert X["source__jobs"].tolist() == [1.0, 0.0] and (X["log_position__job"] == 0).all()
+    assert (X["fresh_1d__post"] == 0).all()  # unknown age: no age effect
 
 
 def test_spr_learns_the_truth_and_is_calibrated_per_source(rows):
@@ -92,12 +92,16 @@ def test_spr_learns_the_truth_and_is_calibrated_per_source(rows):
     assert 0.85 < report["o_over_e_true_p"] < 1.15  # the truth's expected clicks vs the predicted
     assert set(report["by_source"]) == set(CONFIG.fprs)
     # Examination falls with position in the truth: the model learns a negative position effect.
-    assert model.coefficients()["log_position"] < 0
-    effect = model.position_effect(np.array([0, 1, 5]))
+    coef = model.coefficients()
+    assert all(coef[f"log_position__{t}"] < 0 for t in ("post", "job", "course", "member"))
+    effect = model.position_effect(np.array([0, 1, 5]), np.array(["job"] * 3))
     assert effect[0] == 0 and effect[2] < effect[1] < 0
     moved = test.assign(position=5)
     np.testing.assert_allclose(
-        model.decision_function(moved), model.decision_function(test.assign(position=0)) + effect[2], rtol=1e-9
+        model.decision_function(moved),
+        model.decision_function(test.assign(position=0))
+        + model.position_effect(np.full(len(test), 5), test["item_type"].to_numpy()),
+        rtol=1e-9,
     )
     # Family contributions add up to the logit.
     contrib = model.contributions(test)
