@@ -87,9 +87,8 @@ def settle(s: Settings, timeout_s: float = 180.0) -> float:
     service needs on this 2-core machine. Rewrites are Redis's, not the service's: a production Redis
     does them on its own cores.
     """
-    from features.store import redis_client
 
-    client, t0 = redis_client(s), time.monotonic()
+    client, t0 = s.redis_client(), time.monotonic()
     if client.info("persistence").get("aof_enabled"):
         try:
             client.bgrewriteaof()

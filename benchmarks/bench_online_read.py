@@ -22,7 +22,7 @@ import uuid
 from benchmarks.bench_simulator import machine
 from features.families import recompute, stored_rows
 from features.redis_layout import raw_read
-from features.store import FastOnlineReader, OnlineReader, OnlineWriter, apply_definitions, redis_client
+from features.store import FastOnlineReader, OnlineReader, OnlineWriter, apply_definitions
 from feedrank import infra
 from feedrank.settings import Settings
 from services.traffic import SimulatedTraffic
@@ -56,7 +56,7 @@ def run(n_candidates: int, reps: int) -> dict:
     fast = FastOnlineReader(store, s)
     layout = fast._layout
     plan = layout.request_keys(member, cands)
-    client = redis_client(s)
+    client = s.redis_client()
     sdk = OnlineReader(store)
     n_keys = sum(len(keys) for _, keys, _ in plan)
     for _ in range(10):  # warm caches and connections

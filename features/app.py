@@ -119,10 +119,10 @@ class Sinks:
         if self._layout is None:
             from features.offline import OfflineAppender
             from features.redis_layout import FeastRedisLayout
-            from features.store import feature_store, redis_client
+            from features.store import feature_store
             from services.kafka_io import make_producer
 
-            self._layout = FeastRedisLayout(feature_store(settings), redis_client(settings))
+            self._layout = FeastRedisLayout(feature_store(settings), settings.redis_client())
             self._offline = OfflineAppender(settings.feast_dir / "offline")
             self._changelog = make_producer(
                 settings, **{"linger.ms": 5, "batch.num.messages": 10_000, "queue.buffering.max.messages": 1_000_000}

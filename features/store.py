@@ -6,7 +6,6 @@ import time
 from collections.abc import Sequence
 
 import pandas as pd
-import redis
 from feast import FeatureStore, RepoConfig
 
 from feature_repo.definitions import ENTITIES, FEATURE_VIEWS
@@ -46,14 +45,10 @@ def apply_definitions(settings: Settings) -> FeatureStore:
     return store
 
 
-def redis_client(settings: Settings) -> redis.Redis:
-    return redis.Redis(**settings.redis_kwargs())
-
-
 def drop_online_rows(settings: Settings, project_glob: str) -> int:
     """Delete the online rows of the Feast projects matching ``project_glob`` (Feast's Redis keys end
     with the project name), so that test and benchmark runs do not grow Redis without bound."""
-    client = redis_client(settings)
+    client = settings.redis_client()
     batch: list[bytes] = []
     dropped = 0
     for key in client.scan_iter(match=f"*{project_glob}".encode(), count=10_000):
@@ -70,7 +65,7 @@ class OnlineWriter:
     """Writes feature rows to the online store in Feast's layout, one Redis pipeline per micro-batch."""
 
     def __init__(self, store: FeatureStore, settings: Settings) -> None:
-        self._layout = FeastRedisLayout(store, redis_client(settings))
+        self._layout = FeastRedisLayout(store, settings.redis_client())
 
     def write(self, rows_by_view: dict[str, list[dict]], event_time: float | None = None) -> int:
         return self._layout.write(rows_by_view, event_time if event_time is not None else time.time())
@@ -80,7 +75,7 @@ class FastOnlineReader:
     """The serving read: Feast's layout read directly in one pipelined round trip (``view__feature``)."""
 
     def __init__(self, store: FeatureStore, settings: Settings) -> None:
-        self._layout = FeastRedisLayout(store, redis_client(settings))
+        self._layout = FeastRedisLayout(store, settings.redis_client())
 
     def read(self, member_id: str, candidates: Sequence[tuple[str, str, str]]) -> pd.DataFrame:
         return self._layout.read(member_id, candidates)

@@ -9,11 +9,15 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from feedrank.contracts import MAX_FEED_SIZE
+
+if TYPE_CHECKING:
+    import redis
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -140,6 +144,12 @@ class Settings(BaseSettings):
         if self.redis_password:
             kw["password"] = self.redis_password.get_secret_value()
         return kw
+
+    def redis_client(self) -> redis.Redis:
+        """A client of the configured Redis (the online store, and the mixer's shared state)."""
+        import redis  # here, not at the top: most processes that read settings never talk to Redis
+
+        return redis.Redis(**self.redis_kwargs())  # type: ignore[arg-type]
 
     def feast_redis_connection_string(self) -> str:
         """Feast's ``host:port,k=v`` format; built here so the password never sits in a file."""

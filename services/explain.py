@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from feedrank.settings import Settings
-from services.feed_state import ExplanationStore, redis_client
+from services.feed_state import ExplanationStore
 
 
 class ExplanationNotFound(LookupError):
@@ -20,7 +20,7 @@ class ExplanationNotFound(LookupError):
 
 
 def load_explanation(settings: Settings, request_id: str) -> dict[str, Any]:
-    doc = ExplanationStore(redis_client(settings), settings).load(request_id)
+    doc = ExplanationStore(settings.redis_client(), settings).load(request_id)
     if doc is None:
         raise ExplanationNotFound(
             f"no explanation for request {request_id!r}: unknown, older than FEEDRANK_EXPLAIN_TTL_S="

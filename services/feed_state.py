@@ -16,10 +16,6 @@ import redis
 from feedrank.settings import Settings
 
 
-def redis_client(settings: Settings) -> redis.Redis:
-    return redis.Redis(**settings.redis_kwargs())  # type: ignore[arg-type]
-
-
 class ServedStore:
     """Per member, a sorted set of served item ids scored by when they were served (trimmed to a TTL)."""
 

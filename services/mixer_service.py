@@ -30,7 +30,7 @@ from rankers.inventory import Inventory
 from rankers.mixer.mixer import FeedMixer, MixResult, candidate_frame
 from rankers.mixer.spr import BASE_COLUMNS
 from rankers.registry import ConfigError, load_config
-from services.feed_state import ExplanationStore, ServedStore, redis_client
+from services.feed_state import ExplanationStore, ServedStore
 from services.impression_log import ImpressionJoiner, ImpressionLogWriter
 from services.inventory_follower import InventoryFollower
 from services.kafka_io import DeadLetterSink, ensure_topics, make_consumer, make_producer, topic
@@ -197,7 +197,7 @@ class MixerService:
             f"spr/{artifact.version}",
             FastOnlineReader(feature_store(self.settings), self.settings),
             catalog,
-            ServedStore(redis_client(self.settings), self.settings),
+            ServedStore(self.settings.redis_client(), self.settings),
             self.worker,
         )
 
@@ -235,7 +235,7 @@ class MixerService:
         writer = ImpressionLogWriter(s.impression_dir, self.worker.replace(":", "-"))
         follower = InventoryFollower(s, f"mixer-inventory-{self.worker}", catalog, on_event=joiner.observe)
         mixer = self._build_mixer(catalog)
-        explanations = ExplanationStore(redis_client(s), s)
+        explanations = ExplanationStore(s.redis_client(), s)
         producer = make_producer(s)
         dead = DeadLetterSink(s, producer, "mixer")
         consumer = make_consumer(s, "mixer")
