@@ -185,6 +185,17 @@ def ctr(impressions, engagements):
     return (engagements + PRIOR_CTR * PRIOR_WEIGHT) / (impressions + PRIOR_WEIGHT)
 
 
+def numeric(frame: pd.DataFrame, name: str, default: float = 0.0) -> np.ndarray:
+    """Column ``name`` as floats, ``default`` where it is missing, unparsable or absent altogether."""
+    if name not in frame:
+        return np.full(len(frame), default)
+    values = frame[name]
+    if values.dtype.kind in "fiu":  # the common case (serving reads float64): no parsing
+        v = values.to_numpy(dtype=float)
+        return np.where(np.isnan(v), default, v)
+    return pd.to_numeric(values, errors="coerce").fillna(default).to_numpy(dtype=float)
+
+
 def derive(stored: pd.DataFrame, now: pd.Series | np.ndarray | float) -> pd.DataFrame:
     """Model-ready features from stored columns named ``view__column``, decayed to time ``now``.
 
@@ -194,12 +205,7 @@ def derive(stored: pd.DataFrame, now: pd.Series | np.ndarray | float) -> pd.Data
     now_arr = np.broadcast_to(np.asarray(now, dtype=float), (len(stored),))
 
     def col(name: str, default: float = 0.0) -> np.ndarray:
-        if name not in stored:
-            return np.full(len(stored), default)
-        values = stored[name]
-        if values.dtype.kind == "f":  # the common case (serving reads float64): no parsing
-            return np.where(np.isnan(values.to_numpy()), default, values.to_numpy())
-        return pd.to_numeric(values, errors="coerce").fillna(default).to_numpy(dtype=float)
+        return numeric(stored, name, default)
 
     imp_1h = np.zeros(len(stored))
     for view in VIEWS:

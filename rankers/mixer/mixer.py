@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from features.families import derive
+from features.families import derive, numeric
 from feedrank.contracts import FprCandidates
 from rankers.mixer.spr import SecondPassRanker
 from rankers.rules.base import Graph, RerankContext, RerankRule, Slot
@@ -42,12 +42,6 @@ class MixResult:
     contributions: pd.DataFrame  # per feed item: each feature family's share of the logit
     dropped: dict[str, str] = field(default_factory=dict)  # item_id -> the rule that removed it
     candidates: int = 0
-
-
-def _col(stored: pd.DataFrame, name: str) -> np.ndarray:
-    if name not in stored:
-        return np.zeros(len(stored))
-    return pd.to_numeric(stored[name], errors="coerce").fillna(0.0).to_numpy(dtype=float)
 
 
 class FeedMixer:
@@ -89,9 +83,9 @@ class FeedMixer:
         X = self.features(candidates, stored, catalog, now)
         logit0 = self.model.decision_function(X)
         p0 = 1.0 / (1.0 + np.exp(-logit0))
-        imps = _col(stored, "member_item__imp_total")
-        engs = _col(stored, "member_item__eng_total")
-        hides = _col(stored, "member_item__hide_total")
+        imps = numeric(stored, "member_item__imp_total")
+        engs = numeric(stored, "member_item__eng_total")
+        hides = numeric(stored, "member_item__hide_total")
         slots: list[Slot] = []
         for j, r in enumerate(candidates.itertuples(index=False)):
             item = catalog.items.get(r.item_id)

@@ -23,7 +23,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from features.families import DERIVED_BY_FAMILY, PRIOR_CTR
+from features.families import DERIVED_BY_FAMILY, PRIOR_CTR, numeric
 from feedrank.contracts import ItemType
 
 TYPE_FEATURES = [f"type_{t.value}" for t in ItemType]
@@ -47,16 +47,6 @@ def source_columns(sources: list[str]) -> list[str]:
     return [c for s in sources for c in (f"source__{s}", f"fpr_logit__{s}")]
 
 
-def _numeric(raw: pd.DataFrame, column: str, missing: float) -> np.ndarray:
-    if column not in raw:
-        return np.full(len(raw), missing)
-    values = raw[column]
-    if values.dtype.kind in "fi":
-        v = values.to_numpy(dtype=float)
-        return np.where(np.isnan(v), missing, v)
-    return pd.to_numeric(raw[column], errors="coerce").fillna(missing).to_numpy(dtype=float)
-
-
 def design_matrix(X: pd.DataFrame, sources: list[str]) -> pd.DataFrame:
     """Raw candidate rows to the model's columns, in order.
 
@@ -66,7 +56,7 @@ def design_matrix(X: pd.DataFrame, sources: list[str]) -> pd.DataFrame:
     """
     out: dict[str, np.ndarray] = {}
     itype = X["item_type"].astype(str).to_numpy() if "item_type" in X else np.full(len(X), "")
-    age_h = _numeric(X, "item_age_s", np.nan) / 3600.0
+    age_h = numeric(X, "item_age_s", np.nan) / 3600.0
     for c in BASE_COLUMNS:
         if c in TYPE_FEATURES:
             out[c] = (itype == c.removeprefix("type_")).astype(float)
@@ -76,12 +66,12 @@ def design_matrix(X: pd.DataFrame, sources: list[str]) -> pd.DataFrame:
             out[c] = np.where((itype == t) & np.isfinite(age_h), decay, 0.0)
         elif c.startswith("log_position__"):
             t = c.removeprefix("log_position__")
-            out[c] = np.where(itype == t, np.log1p(np.clip(_numeric(X, "position", 0.0), 0, None)), 0.0)
+            out[c] = np.where(itype == t, np.log1p(np.clip(numeric(X, "position", 0.0), 0, None)), 0.0)
         else:
-            out[c] = _numeric(X, c, PRIOR_CTR if "__ctr_" in c else 0.0)
+            out[c] = numeric(X, c, PRIOR_CTR if "__ctr_" in c else 0.0)
     src = X["source"].astype(str).to_numpy() if "source" in X else np.full(len(X), "")
     # FPR scores are calibrated probabilities: their log-odds is what a logistic model adds up
-    p = np.clip(_numeric(X, "fpr_score", PRIOR_CTR), 1e-4, 1 - 1e-4)
+    p = np.clip(numeric(X, "fpr_score", PRIOR_CTR), 1e-4, 1 - 1e-4)
     logit = np.log(p / (1 - p))
     for s in sources:
         hit = (src == s).astype(float)
