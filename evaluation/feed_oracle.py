@@ -26,14 +26,14 @@ diversity) can only cost in these metrics, and the ablation says how much each o
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from evaluation.fpr_oracle import SimulatedWorld, held_out
+from evaluation.fpr_oracle import SimulatedWorld, held_out, held_out_requests
 from features.families import apply_event
 from features.training_set import build_training_set, stored_features
 from feedrank.contracts import Candidate, EventType, ItemType, MemberEvent
@@ -41,7 +41,7 @@ from feedrank.settings import REPO_ROOT
 from rankers.calibration import calibration_report
 from rankers.fpr import FirstPassRanker
 from rankers.inventory import Inventory
-from rankers.mixer.mixer import CANDIDATE_COLUMNS, FeedMixer, MixResult
+from rankers.mixer.mixer import FeedMixer, MixResult, candidate_frame
 from rankers.mixer.spr import SecondPassRanker
 from rankers.registry import PipelineConfig, load_config
 from rankers.rules.base import RerankRule
@@ -89,12 +89,6 @@ def stored_for(rows: Mapping[str, dict], member_id: str, candidates: pd.DataFram
         )
         out.append(stored_features(rows, e))
     return pd.DataFrame(out, index=range(len(candidates)))
-
-
-def candidates_frame(answers: Mapping[str, Sequence[Candidate]]) -> pd.DataFrame:
-    """Every FPR's answer as the mixer's candidate frame (``rankers.mixer.mixer.candidate_frame``)."""
-    rows = [(c.item_id, c.item_type.value, c.actor_id, src, c.score) for src, cs in answers.items() for c in cs]
-    return pd.DataFrame(rows, columns=CANDIDATE_COLUMNS)
 
 
 @dataclass
@@ -259,11 +253,7 @@ def evaluate_feed(
         if rule_ablation and r.name != "truncate"
     }
 
-    later = traffic.log[traffic.log["timestamp"] >= split]
-    requests = later.drop_duplicates("request_id")[["request_id", "member_id", "timestamp"]]
-    if len(requests) > n_requests:
-        requests = requests.sample(n_requests, random_state=seed)
-    requests = requests.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    requests = held_out_requests(traffic, split, n_requests, seed)
 
     names = [SYSTEM, SYSTEM_NO_EXPLORATION, SPR_ONLY, CHRONOLOGICAL, POPULARITY, *(f"fpr:{n}" for n in rankers)]
     without = {r: f"without {r}" for r in ablated}
@@ -284,7 +274,7 @@ def evaluate_feed(
 
     def evaluate(inv: FeatureInventory, rid: str, member_id: str, t: float) -> None:
         answers = {name: r.top_k(inv, member_id, t) for name, r in rankers.items()}
-        cands = candidates_frame(answers)
+        cands = candidate_frame(answers.items())
         union = list(dict.fromkeys(cands["item_id"]))
         known = [i for i in union if i in sw.index]
         stats["unknown_candidates"] += len(union) - len(known)

@@ -65,6 +65,16 @@ def held_out(traffic: LoggedTraffic, split: float) -> LoggedTraffic:
     return LoggedTraffic(events, traffic.log[traffic.log["timestamp"] < split], traffic.description)
 
 
+def held_out_requests(traffic: LoggedTraffic, split: float, n: int, seed: int) -> pd.DataFrame:
+    """A seeded sample of ``n`` feed requests logged at or after ``split`` (request_id, member_id,
+    timestamp), in time order, as a replay takes them."""
+    later = traffic.log[traffic.log["timestamp"] >= split]
+    requests = later.drop_duplicates("request_id")[["request_id", "member_id", "timestamp"]]
+    if len(requests) > n:
+        requests = requests.sample(n, random_state=seed)
+    return requests.sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+
 def oracle_eval(
     sw: SimulatedWorld,
     trainer: Trainer,
@@ -86,11 +96,7 @@ def oracle_eval(
     split = traffic.split_time(train_frac)
     trained = trainer(held_out(traffic, split), dict(params or {}), progress)
     ranker: FirstPassRanker = build(trained.scorer)
-    later = traffic.log[traffic.log["timestamp"] >= split]
-    requests = later.drop_duplicates("request_id")[["request_id", "member_id", "timestamp"]]
-    if len(requests) > n_requests:
-        requests = requests.sample(n_requests, random_state=seed)
-    requests = requests.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    requests = held_out_requests(traffic, split, n_requests, seed)
     scores: dict[str, list[float]] = {"model": [], "baseline": []}
     sizes: list[int] = []
     unknown = 0

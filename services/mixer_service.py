@@ -79,7 +79,7 @@ class Mixer:
             log.warning("request %s: ignoring answers from %s for another member", request.request_id, strays)
             answers = [a for a in answers if a.member_id == request.member_id]
         now = request.requested_at
-        cands = candidate_frame(answers)
+        cands = candidate_frame((a.source, a.candidates) for a in answers)
         if len(cands):
             stored = self.reader.read(
                 request.member_id, list(cands[["item_id", "item_type", "actor_id"]].itertuples(index=False))

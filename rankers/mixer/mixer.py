@@ -7,7 +7,7 @@ same code serves the live mixer and the offline evaluation of the whole system.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from features.families import derive, numeric
-from feedrank.contracts import FprCandidates
+from feedrank.contracts import Candidate
 from rankers.mixer.spr import SecondPassRanker
 from rankers.rules.base import Graph, RerankContext, RerankRule, Slot
 
@@ -28,8 +28,9 @@ class Catalog(Graph, Protocol):
     items: Mapping[str, Any]
 
 
-def candidate_frame(answers: Sequence[FprCandidates]) -> pd.DataFrame:
-    rows = [(c.item_id, c.item_type.value, c.actor_id, a.source, c.score) for a in answers for c in a.candidates]
+def candidate_frame(answers: Iterable[tuple[str, Sequence[Candidate]]]) -> pd.DataFrame:
+    """Every FPR's answer, as (source, candidates) pairs, as one frame of ``CANDIDATE_COLUMNS``."""
+    rows = [(c.item_id, c.item_type.value, c.actor_id, source, c.score) for source, cs in answers for c in cs]
     return pd.DataFrame(rows, columns=CANDIDATE_COLUMNS)
 
 
