@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 
 from evaluation.fpr_oracle import SimulatedWorld, held_out, held_out_requests
-from features.families import apply_event
-from features.training_set import build_training_set, stored_features
-from feedrank.contracts import Candidate, EventType, ItemType, MemberEvent
+from features.families import apply_event, rows_of
+from features.training_set import build_training_set, stored_columns
+from feedrank.contracts import Candidate, ItemType, MemberEvent
 from feedrank.settings import REPO_ROOT
 from rankers.calibration import calibration_report
 from rankers.fpr import FirstPassRanker
@@ -70,24 +70,11 @@ class FeatureInventory(Inventory):
         apply_event(e, self.rows)
 
 
-def stored_for(rows: Mapping[str, dict], member_id: str, candidates: pd.DataFrame, now: float) -> pd.DataFrame:
+def stored_for(rows: Mapping[str, dict], member_id: str, candidates: pd.DataFrame) -> pd.DataFrame:
     """The stored feature columns (``view__column``) of each candidate, row for row, as the online store
-    returns them: the rows an impression of the candidate would read (``stored_features``)."""
-    out = []
-    for item_id, item_type, actor_id in zip(
-        candidates["item_id"], candidates["item_type"], candidates["actor_id"], strict=True
-    ):
-        e = MemberEvent.model_construct(
-            event_id="eval",
-            event_type=EventType.IMPRESSION,
-            member_id=member_id,
-            timestamp=now,
-            item_id=item_id,
-            item_type=ItemType(item_type),
-            item_actor_id=actor_id,
-            attributes={},
-        )
-        out.append(stored_features(rows, e))
+    returns them."""
+    keys = zip(candidates["item_id"], candidates["actor_id"], candidates["item_type"], strict=True)
+    out = [stored_columns(rows, rows_of(member_id, i, a, t)) for i, a, t in keys]
     return pd.DataFrame(out, index=range(len(candidates)))
 
 
@@ -281,7 +268,7 @@ def evaluate_feed(
         if not known or member_id not in sw.index:
             stats["skipped_requests"] += 1
             return
-        stored = stored_for(inv.rows, member_id, cands, t)
+        stored = stored_for(inv.rows, member_id, cands)
         feed = mixer.mix(rid, member_id, slate, t, cands, stored, inv, served={})
         feed_calm = calm.mix(rid, member_id, slate, t, cands, stored, inv, served={})
         by_spr = spr_only.mix(rid, member_id, slate, t, cands, stored, inv, served={})

@@ -92,7 +92,12 @@ def rows_for(e: MemberEvent) -> list[RowKey]:
     if e.event_type != EventType.IMPRESSION and e.event_type != EventType.HIDE and e.event_type not in ENGAGEMENT_TYPES:
         return []
     assert e.item_id is not None and e.item_type is not None and e.item_actor_id is not None
-    m, i, a, t = e.member_id, e.item_id, e.item_actor_id, e.item_type.value
+    return rows_of(e.member_id, e.item_id, e.item_actor_id, e.item_type.value)
+
+
+def rows_of(m: str, i: str, a: str, t: str) -> list[RowKey]:
+    """Every view's row for member ``m`` and item ``i`` (by actor ``a``, of type ``t``): what an
+    impression updates, and what a read for that candidate returns."""
     return [
         RowKey("member_stats", (m,)),
         RowKey("item_stats", (i,)),

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from features.families import VIEW_BY_NAME, apply_event, derive, rows_for, stored_row
+from features.families import VIEW_BY_NAME, RowKey, apply_event, derive, rows_for, stored_row
 from feedrank.contracts import ENGAGEMENT_TYPES, EventType, ItemType, MemberEvent
 from rankers.fpr import Scorer
 from rankers.inventory import Inventory
@@ -28,8 +28,13 @@ ATTRIBUTION_S = 3600.0
 
 def stored_features(rows: Mapping[str, dict], e: MemberEvent) -> dict[str, object]:
     """The stored columns (``view__column``) of every row an impression would read, as they stand."""
+    return stored_columns(rows, rows_for(e))
+
+
+def stored_columns(rows: Mapping[str, dict], keys: Iterable[RowKey]) -> dict[str, object]:
+    """The stored columns (``view__column``) of the rows ``keys``, as they stand (absent rows: none)."""
     out: dict[str, object] = {}
-    for rk in rows_for(e):
+    for rk in keys:
         key = rk.encode()
         if key in rows:
             view, cols = stored_row(key, rows[key])

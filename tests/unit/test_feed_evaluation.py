@@ -96,7 +96,7 @@ class Checks:
         frame = pd.DataFrame(
             {"item_id": [row["item_id"]], "item_type": [row["item_type"]], "actor_id": [row["actor_id"]]}
         )
-        got = derive(stored_for(snap.inv.rows, snap.member_id, frame, snap.now), snap.now).iloc[0]
+        got = derive(stored_for(snap.inv.rows, snap.member_id, frame), snap.now).iloc[0]
         for col in got.index:
             if not math.isclose(float(got[col]), float(row[col]), rel_tol=1e-9, abs_tol=1e-12):
                 self.problems.append(f"{snap.request_id}: {col} {got[col]} != training row's {row[col]}")
