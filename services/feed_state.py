@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from feedrank.settings import Settings
 
@@ -29,15 +30,14 @@ class ServedStore:
         pairs = self._r.zrangebyscore(self._prefix + member_id, now - self.ttl_s, "+inf", withscores=True)
         return {k.decode(): float(v) for k, v in pairs}
 
-    def record(self, member_id: str, item_ids: Sequence[str], now: float) -> None:
+    def record(self, member_id: str, item_ids: Sequence[str], now: float, pipe: Pipeline) -> None:
+        """Queue the served items on ``pipe`` (the caller executes it, with its other writes)."""
         if not item_ids:
             return
         key = self._prefix + member_id
-        pipe = self._r.pipeline(transaction=False)
         pipe.zadd(key, dict.fromkeys(item_ids, now))
         pipe.zremrangebyscore(key, "-inf", now - self.ttl_s)
         pipe.expire(key, int(self.ttl_s) + 1)
-        pipe.execute()
 
 
 class ExplanationStore:
@@ -48,9 +48,10 @@ class ExplanationStore:
         self._prefix = f"feedrank:{settings.feast_project}:explain:"
         self.ttl_s = settings.explain_ttl_s
 
-    def save(self, request_id: str, doc: Mapping[str, Any]) -> None:
+    def save(self, request_id: str, doc: Mapping[str, Any], pipe: Pipeline) -> None:
+        """Queue the explanation on ``pipe`` (the caller executes it, with its other writes)."""
         if self.ttl_s > 0:
-            self._r.set(self._prefix + request_id, json.dumps(doc, separators=(",", ":")), ex=int(self.ttl_s))
+            pipe.set(self._prefix + request_id, json.dumps(doc, separators=(",", ":")), ex=int(self.ttl_s))
 
     def load(self, request_id: str) -> dict[str, Any] | None:
         raw = self._r.get(self._prefix + request_id)

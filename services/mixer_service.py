@@ -60,14 +60,18 @@ class Mixer:
         model_version: str,
         reader: Any,
         catalog: Inventory,
+        redis: Any = None,
         served: ServedStore | None = None,
+        explanations: ExplanationStore | None = None,
         worker: str = "",
     ) -> None:
         self.feed_mixer = feed_mixer
         self.model_version = model_version
         self.reader = reader
         self.catalog = catalog
+        self.redis = redis  # the client behind ``served`` and ``explanations``
         self.served = served
+        self.explanations = explanations
         self.worker = worker
 
     def feed(
@@ -112,8 +116,6 @@ class Mixer:
             )
             for i, (s, p) in enumerate(zip(result.slots, result.pctr, strict=True))
         ]
-        if self.served is not None:
-            self.served.record(request.member_id, [i.item_id for i in items], now)
         missing = sorted(set(expected) - set(answered))
         feed = RankedFeed(
             request_id=request.request_id,
@@ -127,6 +129,18 @@ class Mixer:
             timed_out=bool(missing),
         )
         return feed, explanation(feed, result, cands, self.worker)
+
+    def remember(self, request: FeedRequest, feed: RankedFeed, doc: dict[str, Any]) -> None:
+        """Before the feed is published: what it served (for the served rule of the member's next
+        requests, whichever worker mixes them) and its explanation, in one Redis round trip."""
+        if self.redis is None:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        if self.served is not None:
+            self.served.record(request.member_id, [i.item_id for i in feed.items], request.requested_at, pipe)
+        if self.explanations is not None:
+            self.explanations.save(request.request_id, doc, pipe)
+        pipe.execute()
 
 
 def explanation(feed: RankedFeed, result: MixResult, cands: Any, worker: str) -> dict[str, Any]:
@@ -186,7 +200,7 @@ class MixerService:
         self.published = 0
         self._mix_ms: deque[float] = deque(maxlen=500)  # recent times from ready to published
 
-    def _build_mixer(self, catalog: Inventory) -> Mixer:
+    def _build_mixer(self, catalog: Inventory, redis: Any) -> Mixer:
         from features.store import FastOnlineReader, feature_store
 
         config = load_config(self.settings.pipeline_config)
@@ -197,7 +211,9 @@ class MixerService:
             f"spr/{artifact.version}",
             FastOnlineReader(feature_store(self.settings), self.settings),
             catalog,
-            ServedStore(self.settings.redis_client(), self.settings),
+            redis,
+            ServedStore(redis, self.settings),
+            ExplanationStore(redis, self.settings),
             self.worker,
         )
 
@@ -234,8 +250,7 @@ class MixerService:
         joiner = ImpressionJoiner(s.impression_window_s)
         writer = ImpressionLogWriter(s.impression_dir, self.worker.replace(":", "-"))
         follower = InventoryFollower(s, f"mixer-inventory-{self.worker}", catalog, on_event=joiner.observe)
-        mixer = self._build_mixer(catalog)
-        explanations = ExplanationStore(s.redis_client(), s)
+        mixer = self._build_mixer(catalog, s.redis_client())
         producer = make_producer(s)
         dead = DeadLetterSink(s, producer, "mixer")
         consumer = make_consumer(s, "mixer")
@@ -283,11 +298,11 @@ class MixerService:
                         dead.send(None, f"mixing failed: {err}", source_topic=req_topic, payload=g.request.to_bytes())
                         continue
                     doc["gather_ms"] = round((time.monotonic() - g.first_seen) * 1000, 3)
-                    feed = feed.model_copy(update={"gather_ms": doc["gather_ms"]})
+                    mixer.remember(g.request, feed, doc)
+                    feed = feed.model_copy(update={"gather_ms": round((time.monotonic() - g.first_seen) * 1000, 3)})
                     producer.produce(out_topic, feed.to_bytes(), key=feed.member_id)
                     self.published += 1
                     self._mix_ms.append((time.monotonic() - started) * 1000)
-                    explanations.save(feed.request_id, doc)
                     joiner.served(feed, g.request.requested_at, time.monotonic())
                 producer.poll(0)
                 if msgs:
