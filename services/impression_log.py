@@ -22,20 +22,13 @@ import pyarrow.parquet as pq
 
 from feedrank.contracts import EventType, MemberEvent, RankedFeed
 from simulator.logs import LOG_SCHEMA
+from simulator.session import ACTION_EVENT
 from simulator.truth import ACTIONS
 
 log = logging.getLogger(__name__)
 
-ACTION_OF_EVENT: dict[EventType, str] = {
-    EventType.CLICK: "clicked",
-    EventType.LIKE: "liked",
-    EventType.COMMENT: "commented",
-    EventType.SHARE: "shared",
-    EventType.APPLY: "applied",
-    EventType.ENROLL: "enrolled",
-    EventType.CONNECT: "connected",
-    EventType.HIDE: "hidden",
-}
+# The log's action column each member event sets (the inverse of what the simulator emits per action).
+ACTION_OF_EVENT: dict[EventType, str] = {EventType(event): action for action, event in ACTION_EVENT.items()}
 # The log's columns: the logged-traffic format, plus the second pass's model version.
 IMPRESSION_SCHEMA = LOG_SCHEMA.append(pa.field("model_version", pa.string()))
 
