@@ -184,7 +184,7 @@ def train_system(
     rows = build_training_set(
         sw.traffic.events,
         {name: r.scorer for name, r in rankers.items()},
-        {spec.serves: name for name, spec in config.fprs.items()},
+        config.source_of_type,
     )
     progress.update(task, total=1, completed=1)
     rows = rows.sort_values("timestamp", kind="stable").reset_index(drop=True)

@@ -90,6 +90,11 @@ class PipelineConfig:
     def fpr_names(self) -> list[str]:
         return sorted(self.fprs)
 
+    @property
+    def source_of_type(self) -> dict[ItemType, str]:
+        """The FPR serving each item type: the source credited for an impression logged without one."""
+        return {spec.serves: name for name, spec in self.fprs.items()}
+
     def fpr(self, name: str) -> FprSpec:
         if name not in self.fprs:
             raise ConfigError(f"unknown FPR {name!r}; configured: {', '.join(self.fpr_names)}")

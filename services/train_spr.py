@@ -27,8 +27,7 @@ def spr_training_set(settings: Settings, events: Iterable[MemberEvent]) -> pd.Da
     """Training rows scored by the FPRs the services would load now, in time order."""
     config = load_config(settings.pipeline_config)
     scorers = {name: load_ranker(settings, spec).scorer for name, spec in config.fprs.items()}
-    source_of_type = {spec.serves: name for name, spec in config.fprs.items()}
-    data = build_training_set(events, scorers, source_of_type)
+    data = build_training_set(events, scorers, config.source_of_type)
     if len(data) < 50:
         raise ValueError(f"only {len(data)} training rows (impressions of items the FPRs score); need more traffic")
     return data.sort_values("timestamp", kind="stable").reset_index(drop=True)

@@ -32,8 +32,9 @@ def ev(kind, member, ts, **kw):
 @pytest.fixture(scope="module")
 def rows() -> pd.DataFrame:
     scorers = {name: spec.build().scorer for name, spec in CONFIG.fprs.items()}
-    types = {spec.serves: name for name, spec in CONFIG.fprs.items()}
-    data = build_training_set(SimulatedTraffic(members=1500, requests=2000, seed=11).events(), scorers, types)
+    data = build_training_set(
+        SimulatedTraffic(members=1500, requests=2000, seed=11).events(), scorers, CONFIG.source_of_type
+    )
     return data.sort_values("timestamp", kind="stable").reset_index(drop=True)
 
 
