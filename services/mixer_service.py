@@ -102,7 +102,6 @@ class Mixer:
             stored,
             self.catalog,
             recent,
-            frozenset(answered),
         )
         items = [
             FeedItem(

@@ -18,6 +18,7 @@ from features.families import derive, numeric
 from feedrank.contracts import Candidate
 from rankers.mixer.spr import SecondPassRanker
 from rankers.rules.base import Graph, RerankContext, RerankRule, Slot
+from rankers.vectors import sigmoid
 
 CANDIDATE_COLUMNS = ["item_id", "item_type", "actor_id", "source", "fpr_score"]
 
@@ -74,7 +75,6 @@ class FeedMixer:
         stored: pd.DataFrame,
         catalog: Catalog,
         served: Mapping[str, float] | None = None,
-        sources: frozenset[str] = frozenset(),
     ) -> MixResult:
         """``stored`` holds the stored feature columns (``view__column``) of each candidate, row for row."""
         served = served or {}
@@ -83,7 +83,7 @@ class FeedMixer:
             return MixResult([], np.zeros(0), pd.DataFrame(), {}, 0)
         X = self.features(candidates, stored, catalog, now)
         logit0 = self.model.decision_function(X)
-        p0 = 1.0 / (1.0 + np.exp(-logit0))
+        p0 = sigmoid(logit0)
         imps = numeric(stored, "member_item__imp_total")
         engs = numeric(stored, "member_item__eng_total")
         hides = numeric(stored, "member_item__hide_total")
@@ -114,7 +114,6 @@ class FeedMixer:
             now=now,
             request_id=request_id,
             graph=catalog,
-            sources=sources or frozenset(candidates["source"]),
         )
         dropped: dict[str, str] = {}
         for rule in self.rules:
@@ -130,8 +129,7 @@ class FeedMixer:
         dropped = {i: rule for i, rule in dropped.items() if i not in shown_ids}  # a duplicate's other copy
         rows = np.array([row_of[id(s)] for s in slots], dtype=int)
         positions = np.arange(len(slots))
-        logit = logit0[rows] + self.model.position_effect(positions, np.array([s.item_type for s in slots]))
-        pctr = 1.0 / (1.0 + np.exp(-logit))
+        pctr = sigmoid(logit0[rows] + self.model.position_effect(positions, np.array([s.item_type for s in slots])))
         shown = X.iloc[rows].copy()
         shown["position"] = positions
         contributions = self.model.contributions(shown).reset_index(drop=True) if len(rows) else pd.DataFrame()

@@ -25,6 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from features.families import DERIVED_BY_FAMILY, PRIOR_CTR, numeric
 from feedrank.contracts import ItemType
+from rankers.vectors import sigmoid
 
 TYPE_FEATURES = [f"type_{t.value}" for t in ItemType]
 AGED_TYPES = [t.value for t in ItemType if t != ItemType.MEMBER]
@@ -120,7 +121,7 @@ class SecondPassRanker(ClassifierMixin, BaseEstimator):
         return self._scaled_terms(X).sum(axis=1) + self.pipeline_.named_steps["lr"].intercept_[0]
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        p = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
+        p = sigmoid(self.decision_function(X))
         return np.column_stack([1.0 - p, p])
 
     def position_effect(self, positions: np.ndarray, item_types: np.ndarray) -> np.ndarray:

@@ -7,7 +7,6 @@ or in the context (the request, and the member's place in the graph). Rules neve
 
 from __future__ import annotations
 
-from collections.abc import Set
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -67,7 +66,6 @@ class RerankContext:
     now: float = 0.0  # the request's time (epoch seconds): freshness and served windows count from it
     request_id: str = ""  # seeds exploration, so a request's feed can be reproduced and explained
     graph: Graph = field(default_factory=NoGraph)
-    sources: Set[str] = frozenset()  # the FPRs that answered
 
 
 class RerankRule(Protocol):
