@@ -56,16 +56,19 @@ def calibration_report(test: pd.DataFrame, p: np.ndarray) -> dict[str, Any]:
     click probability (``true_p``, simulated traffic), also O/E against it: the same ratio without
     the sampling noise of the clicks."""
     y = test["label"].to_numpy()
+    truth = test["true_p"].to_numpy() if "true_p" in test and test["true_p"].notna().all() else None
     report: dict[str, Any] = {"rows_test": float(len(test)), **held_out_metrics(y, p)}
-    truth = "true_p" in test and test["true_p"].notna().all()
-    if truth:
-        report["o_over_e_true_p"] = float(test["true_p"].sum() / max(p.sum(), 1e-12))
+    if truth is not None:
+        report["o_over_e_true_p"] = observed_over_expected(truth, p)
     by_source: dict[str, dict[str, float]] = {}
     for src, idx in test.groupby("source").indices.items():
-        engaged = float(y[idx].sum())
-        entry = {"rows": float(len(idx)), "engaged": engaged, "o_over_e": engaged / float(p[idx].sum())}
-        if truth:
-            entry["o_over_e_true_p"] = float(test["true_p"].to_numpy()[idx].sum() / p[idx].sum())
+        entry = {
+            "rows": float(len(idx)),
+            "engaged": float(y[idx].sum()),
+            "o_over_e": observed_over_expected(y[idx], p[idx]),
+        }
+        if truth is not None:
+            entry["o_over_e_true_p"] = observed_over_expected(truth[idx], p[idx])
         by_source[str(src)] = entry
     report["by_source"] = by_source
     return report
