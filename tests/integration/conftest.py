@@ -3,6 +3,8 @@ isolation by topic prefix and Feast project, so tests never see the demo's data 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,6 +26,17 @@ from services.supervisor import Supervisor, pipeline_services
 from services.traffic import SimulatedTraffic
 from services.traffic_service import publish_traffic
 from services.train_spr import train_spr
+
+
+def feedrank_cli(settings: Settings, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``feedrank ARGS`` as a child process with exactly these settings; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "feedrank.cli", *args],
+        capture_output=True,
+        text=True,
+        env=settings.child_env(),
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,6 @@ the mixer's own impression log of the same traffic."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -18,7 +16,7 @@ from rankers.registry import load_config
 from services.impression_log import read_impression_log
 from simulator.logs import read_log
 
-from .conftest import running_services
+from .conftest import feedrank_cli, running_services
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +32,7 @@ def empty_pipeline(base_settings, generator, tmp_path_factory):
 def test_live_policy_logs_the_mixers_propensities_and_the_mixer_logs_the_same_impressions(empty_pipeline, tmp_path):
     s, sup = empty_pipeline
     slate, requests = 5, 48
-    cmd = [
-        sys.executable,
-        "-m",
-        "feedrank.cli",
+    args = [
         "simulate",
         "--policy",
         "live",
@@ -57,7 +52,7 @@ def test_live_policy_logs_the_mixers_propensities_and_the_mixer_logs_the_same_im
         str(tmp_path),
         "--quiet",
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=s.child_env(), timeout=400)
+    out = feedrank_cli(s, *args, timeout=400)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout)
     assert report["published"] == report["events"] > 0

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -20,7 +18,7 @@ from feedrank.contracts import DeadLetter, RankedFeed, Topic, parse
 from rankers.registry import load_config
 from services.kafka_io import make_consumer, make_producer, topic
 
-from .conftest import wait_online_equals
+from .conftest import feedrank_cli, wait_online_equals
 
 
 def test_feed_mixes_all_four_fprs(pipeline):
@@ -72,13 +70,7 @@ def test_two_mixer_workers_share_the_requests_and_explain_them(pipeline):
     rule_names = {r.name for r in load_config(s.pipeline_config).build_rules()}
     workers = set()
     for feed in feeds[:12]:
-        out = subprocess.run(
-            [sys.executable, "-m", "feedrank.cli", "explain", feed.request_id, "--json"],
-            capture_output=True,
-            text=True,
-            env=s.child_env(),
-            timeout=60,
-        )
+        out = feedrank_cli(s, "explain", feed.request_id, "--json")
         assert out.returncode == 0, out.stderr
         doc = json.loads(out.stdout)
         workers.add(doc["worker"].rsplit("-", 1)[0])
@@ -95,25 +87,13 @@ def test_two_mixer_workers_share_the_requests_and_explain_them(pipeline):
     # A refresh within the served window shows nothing the member was just served, whichever worker mixes it.
     again = client.feed(feeds[0].member_id, timeout_s=30)
     assert again.items and not {i.item_id for i in again.items} & {i.item_id for i in feeds[0].items}
-    unknown = subprocess.run(
-        [sys.executable, "-m", "feedrank.cli", "explain", "no-such-request"],
-        capture_output=True,
-        text=True,
-        env=s.child_env(),
-        timeout=60,
-    )
+    unknown = feedrank_cli(s, "explain", "no-such-request")
     assert unknown.returncode == 1 and "no explanation" in unknown.stderr
 
 
 def test_feed_cli_prints_json(pipeline):
     s = pipeline["settings"]
-    out = subprocess.run(
-        [sys.executable, "-m", "feedrank.cli", "feed", "m2", "--json"],
-        capture_output=True,
-        text=True,
-        env=s.child_env(),
-        timeout=60,
-    )
+    out = feedrank_cli(s, "feed", "m2", "--json")
     assert out.returncode == 0, out.stderr
     feed = parse(RankedFeed, out.stdout)
     assert feed.member_id == "m2" and feed.items
