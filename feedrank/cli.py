@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
@@ -321,6 +322,19 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+# `feedrank eval SUBCOMMAND`: each lives in its own module, which defines add_arguments(parser) and
+# run(args) -> exit code, and imports nothing heavy at module level (the parser is built on every call).
+EVAL_COMMANDS = {
+    "oe": ("evaluation.oe_command", "calibration: observed over expected, overall and per slice"),
+    "replay": ("evaluation.replay_command", "off-policy value of a policy on logged traffic: replay, IPS, SNIPS, DR"),
+    "ranking": ("evaluation.ranking_command", "ranking metrics of logged scores: AUC, NDCG@k, MAP@k, HR@k"),
+}
+
+
+def _eval(args: argparse.Namespace) -> int:
+    return int(importlib.import_module(EVAL_COMMANDS[args.eval_command][0]).run(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="feedrank", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -415,6 +429,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", default="simulation", help="output folder")
     sim.add_argument("--quiet", action="store_true")
     sim.set_defaults(func=_simulate)
+
+    ev_parser = sub.add_parser("eval", help="offline evaluation of logged traffic from this or any system")
+    ev_sub = ev_parser.add_subparsers(dest="eval_command", required=True)
+    for name, (module, help_text) in EVAL_COMMANDS.items():
+        command = ev_sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module).add_arguments(command)
+        command.set_defaults(func=_eval)
 
     demo = sub.add_parser("demo", help="everything end to end, printing a few ranked feeds")
     demo.add_argument("--members", type=int, default=2000)

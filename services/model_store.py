@@ -43,6 +43,17 @@ class ModelStore:
         pointer = self.root / name / "CURRENT"
         return pointer.exists() and (self.root / name / pointer.read_text().strip() / "model.joblib").exists()
 
+    def versions(self, name: str) -> list[str]:
+        """Saved versions of ``name``, oldest first (a version's name starts with its UTC save time)."""
+        folder = self.root / name
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if (p / "model.joblib").exists())
+
+    def current(self, name: str) -> str | None:
+        pointer = self.root / name / "CURRENT"
+        return pointer.read_text().strip() if pointer.exists() else None
+
     def load(self, name: str, version: str | None = None) -> Artifact:
         if version is None:
             pointer = self.root / name / "CURRENT"
@@ -56,9 +67,10 @@ class ModelStore:
         return Artifact(name, version, joblib.load(folder / "model.joblib"), meta)
 
 
-def load_spr(store: ModelStore, columns: list[str]) -> Artifact:
-    """The current second-pass model, refusing one trained on other input columns (an older schema)."""
-    artifact = store.load("spr")
+def load_spr(store: ModelStore, columns: list[str], version: str | None = None) -> Artifact:
+    """The second-pass model (the current one unless ``version``), refusing one trained on other input
+    columns (an older schema)."""
+    artifact = store.load("spr", version)
     if artifact.meta.get("columns") != columns:
         raise ModelNotFound(
             f"model spr/{artifact.version} was trained on other features than this code computes; "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -37,13 +38,29 @@ class LogFormatError(ValueError):
     """A log file that does not follow the logged-traffic format; the message says what is wrong."""
 
 
-def read_log(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
-    """Read a log (``.parquet`` or ``.csv``) and check the columns evaluation needs."""
+def describe_rows(mask: np.ndarray, limit: int = 10) -> str:
+    """``3 row(s) (rows 4, 17, 90)``: how errors name offending rows (0-based, in file order)."""
+    rows = np.flatnonzero(mask)
+    shown = ", ".join(str(r) for r in rows[:limit])
+    more = f", ... {len(rows) - limit} more" if len(rows) > limit else ""
+    return f"{len(rows)} row(s) (rows {shown}{more})"
+
+
+def read_log(path: str | Path, columns: list[str] | None = None, required: list[str] | None = None) -> pd.DataFrame:
+    """Read a log (``.parquet`` or ``.csv``) and check the columns evaluation needs.
+
+    ``required`` (default: the replay columns, those of them in ``columns`` when a subset is read) must
+    be present and non-null; a ``propensity`` must lie in (0, 1]. Errors name the offending rows."""
     path = Path(path)
     if not path.exists():
         raise LogFormatError(f"log {path} does not exist")
+    if required is None:
+        required = [c for c in REQUIRED_COLUMNS if columns is None or c in columns]
     if path.suffix == ".csv":
-        df = pacsv.read_csv(path).to_pandas()
+        try:
+            df = pacsv.read_csv(path).to_pandas()
+        except pa.ArrowInvalid as err:
+            raise LogFormatError(f"log {path}: {err}") from None
         if columns:
             missing = [c for c in columns if c not in df]
             if missing:
@@ -52,14 +69,20 @@ def read_log(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame
     else:
         try:
             df = pq.read_table(path, columns=columns).to_pandas()
-        except (pa.ArrowInvalid, KeyError) as err:
+        except (pa.ArrowInvalid, KeyError, OSError) as err:
             raise LogFormatError(f"log {path}: {err}") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in df and (columns is None or c in columns)]
+    missing = [c for c in required if c not in df]
     if missing:
-        raise LogFormatError(f"log {path} lacks required column(s) {missing}")
-    if "propensity" in df and ((df["propensity"] <= 0) | (df["propensity"] > 1)).any():
-        bad = int(((df["propensity"] <= 0) | (df["propensity"] > 1)).sum())
-        raise LogFormatError(f"log {path}: {bad} row(s) with propensity outside (0, 1]")
+        raise LogFormatError(f"log {path} lacks required column(s) {missing}; it has {list(df.columns)}")
+    for c in required:
+        null = df[c].isna().to_numpy()
+        if null.any():
+            raise LogFormatError(f"log {path}: column {c!r} is empty in {describe_rows(null)}")
+    if "propensity" in df:
+        prop = pd.to_numeric(df["propensity"], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~((prop > 0) & (prop <= 1))
+        if bad.any():
+            raise LogFormatError(f"log {path}: propensity outside (0, 1] in {describe_rows(bad)}")
     if "clicked" in df:
         df["clicked"] = df["clicked"].astype(int)
     return df
