@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from rankers.calibration import observed_over_expected
+from rankers.vectors import observed_over_expected
 from simulator.logs import LogFormatError, describe_rows
 
 if TYPE_CHECKING:

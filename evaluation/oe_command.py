@@ -10,7 +10,6 @@ needed, plus the ``--by`` columns). Definitions and the interval: :mod:`evaluati
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections.abc import Sequence
@@ -53,25 +52,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", metavar="DIR", help="write report.md and its plots into DIR")
 
 
-def log_columns(path: str | Path) -> list[str]:
-    """The column names of a log without reading its rows (Parquet schema, CSV header)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from simulator.logs import LogFormatError
-
-    path = Path(path)
-    if not path.exists():
-        raise LogFormatError(f"log {path} does not exist")
-    try:
-        if path.suffix == ".csv":
-            with path.open(newline="") as f:
-                return next(csv.reader(f), [])
-        return list(pq.read_schema(path).names)
-    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as err:
-        raise LogFormatError(f"log {path}: {err}") from None
-
-
 def read_columns(
     path: str | Path, required: Sequence[str], present: Sequence[str] = (), optional: Sequence[str] = ()
 ) -> pd.DataFrame:
@@ -80,19 +60,11 @@ def read_columns(
 
     Only these columns are read, so junk elsewhere in the log (say, bad propensities) does not stop an
     evaluation that does not use it."""
-    from simulator.logs import LogFormatError, read_log
+    from simulator.logs import log_columns, read_log
 
     have = log_columns(path)
-    missing = [c for c in [*required, *present] if c not in have]
-    if missing:
-        raise LogFormatError(f"log {path} lacks column(s) {list(dict.fromkeys(missing))}; it has {have}")
     columns = list(dict.fromkeys([*required, *present, *(c for c in optional if c in have)]))
-    try:
-        return read_log(path, columns=columns, required=list(dict.fromkeys(required)))
-    except LogFormatError:
-        raise
-    except ValueError as err:  # e.g. a 'clicked' that is not 0/1
-        raise LogFormatError(f"log {path}: {err}") from None
+    return read_log(path, columns=columns, required=list(dict.fromkeys(required)))
 
 
 def run(args: argparse.Namespace) -> int:

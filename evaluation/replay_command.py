@@ -128,23 +128,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def _read_log(path: Path, reward: str | None, every_column: bool) -> pd.DataFrame:
     """The log's evaluation columns (all of them for a ranker, which reruns the requests)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from simulator.logs import REQUIRED_COLUMNS, LogFormatError, read_log
 
     required = [*REQUIRED_COLUMNS, *([reward] if reward and reward not in REQUIRED_COLUMNS else [])]
-    if every_column or path.suffix.lower() == ".csv" or not path.exists():
-        log = read_log(path, required=required)
-    else:
-        try:
-            present = set(pq.read_schema(path).names)
-        except (pa.ArrowInvalid, OSError) as err:
-            raise LogFormatError(f"log {path}: {err}") from None
-        missing = [c for c in required if c not in present]
-        if missing:
-            raise LogFormatError(f"log {path} lacks required column(s) {missing}; it has {sorted(present)}")
-        log = read_log(path, columns=required, required=required)
+    log = read_log(path, columns=None if every_column else required, required=required)
     if len(log) == 0:
         raise LogFormatError(f"log {path} has no rows")
     return log

@@ -15,6 +15,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 
+from rankers.vectors import observed_over_expected
+
+__all__ = ["PlattCalibrator", "calibration_report", "held_out_metrics", "observed_over_expected"]
+
 
 class PlattCalibrator(BaseEstimator):
     def __init__(self, C: float = 1e4) -> None:
@@ -32,11 +36,6 @@ class PlattCalibrator(BaseEstimator):
         check_is_fitted(self, "lr_")
         a, b = float(self.lr_.coef_[0, 0]), float(self.lr_.intercept_[0])
         return 1.0 / (1.0 + np.exp(-(a * np.asarray(raw, dtype=np.float64) + b)))
-
-
-def observed_over_expected(y: np.ndarray, p: np.ndarray) -> float:
-    """O/E: > 1 means the model under-predicts."""
-    return float(np.sum(y) / max(np.sum(p), 1e-12))
 
 
 def held_out_metrics(y: np.ndarray, p: np.ndarray, rank_score: np.ndarray | None = None) -> dict[str, float]:

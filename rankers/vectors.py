@@ -1,4 +1,5 @@
-"""Numeric helpers the rankers share: a logistic function that never overflows, and row normalisation."""
+"""Numeric helpers the rankers and evaluation share: a logistic function that never overflows, row
+normalisation, and O/E (here rather than in rankers.calibration so evaluation need not load scikit-learn)."""
 
 from __future__ import annotations
 
@@ -17,3 +18,8 @@ def unit_rows(x: npt.ArrayLike, dtype: npt.DTypeLike = None) -> np.ndarray:
     x = np.asarray(x, dtype=dtype)
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
     return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+
+
+def observed_over_expected(y: npt.ArrayLike, p: npt.ArrayLike) -> float:
+    """O/E: > 1 means the model under-predicts."""
+    return float(np.sum(y) / max(float(np.sum(p)), 1e-12))

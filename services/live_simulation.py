@@ -79,8 +79,10 @@ class LiveSimulation(Simulation):
     def rank(self, member: np.ndarray, items: np.ndarray, t: np.ndarray) -> np.ndarray:
         return self._rank_scores
 
-    def predicted(self, rows: np.ndarray, cols: np.ndarray, scores: np.ndarray | None) -> np.ndarray:
-        return self._pctr[rows, cols]  # the mixer's pCTR of the item it served
+    def predicted(
+        self, rows: np.ndarray, cols: np.ndarray, scores: np.ndarray | None, position: np.ndarray
+    ) -> np.ndarray:
+        return self._pctr[rows, cols]  # the mixer's pCTR of the item it served, at the position it served it
 
     def request_names(self, first_request: int, rows: np.ndarray) -> pa.Array:
         return pa.array(self._request_ids, pa.string()).take(pa.array(rows))

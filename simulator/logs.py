@@ -6,6 +6,7 @@ so a log from another system works as long as it has the required columns.
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -46,34 +47,60 @@ def describe_rows(mask: np.ndarray, limit: int = 10) -> str:
     return f"{len(rows)} row(s) (rows {shown}{more})"
 
 
-def read_log(path: str | Path, columns: list[str] | None = None, required: list[str] | None = None) -> pd.DataFrame:
-    """Read a log (``.parquet`` or ``.csv``) and check the columns evaluation needs.
+ID_COLUMNS = ("request_id", "member_id", "item_id")
 
-    ``required`` (default: the replay columns, those of them in ``columns`` when a subset is read) must
-    be present and non-null; a ``propensity`` must lie in (0, 1]. Errors name the offending rows."""
+
+def log_columns(path: str | Path) -> list[str]:
+    """The column names of a log without reading its rows (the Parquet schema, the CSV header)."""
     path = Path(path)
     if not path.exists():
         raise LogFormatError(f"log {path} does not exist")
+    try:
+        if path.suffix == ".csv":
+            with path.open(newline="") as f:
+                return next(csv.reader(f), [])
+        return list(pq.read_schema(path).names)
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as err:
+        raise LogFormatError(f"log {path}: {err}") from None
+
+
+def _binary(df: pd.DataFrame, column: str, path: Path) -> None:
+    """An action column as 0/1 ints; anything else (2, 0.5, "yes") is an error naming the rows."""
+    values = df[column]
+    if values.dtype == bool:
+        df[column] = values.astype(np.int64)
+        return
+    numeric = pd.to_numeric(values, errors="coerce")
+    bad = (~numeric.isin([0, 1])).to_numpy() & values.notna().to_numpy()
+    if bad.any():
+        raise LogFormatError(f"log {path}: column {column!r} is not 0/1 in {describe_rows(bad)}")
+    if numeric.notna().all():
+        df[column] = numeric.astype(np.int64)
+
+
+def read_log(path: str | Path, columns: list[str] | None = None, required: list[str] | None = None) -> pd.DataFrame:
+    """Read a log (``.parquet`` or ``.csv``) and check the columns evaluation needs.
+
+    Only ``columns`` are read when given, so junk elsewhere in the log does not stop an evaluation that
+    does not use it. ``required`` (default: the replay columns, those of them in ``columns`` when a
+    subset is read) must be present and non-null; ``propensity`` must lie in (0, 1] and ``clicked`` be
+    0/1 where read. Ids stay strings (a CSV id "007" is not the number 7). Errors name the rows."""
+    path = Path(path)
+    have = log_columns(path)
     if required is None:
         required = [c for c in REQUIRED_COLUMNS if columns is None or c in columns]
-    if path.suffix == ".csv":
-        try:
-            df = pacsv.read_csv(path).to_pandas()
-        except pa.ArrowInvalid as err:
-            raise LogFormatError(f"log {path}: {err}") from None
-        if columns:
-            missing = [c for c in columns if c not in df]
-            if missing:
-                raise LogFormatError(f"log {path} lacks column(s) {missing}")
-            df = df[columns]
-    else:
-        try:
-            df = pq.read_table(path, columns=columns).to_pandas()
-        except (pa.ArrowInvalid, KeyError, OSError) as err:
-            raise LogFormatError(f"log {path}: {err}") from None
-    missing = [c for c in required if c not in df]
+    missing = [c for c in dict.fromkeys([*(columns or []), *required]) if c not in have]
     if missing:
-        raise LogFormatError(f"log {path} lacks required column(s) {missing}; it has {list(df.columns)}")
+        raise LogFormatError(f"log {path} lacks column(s) {missing}; it has {have}")
+    try:
+        if path.suffix == ".csv":
+            types = {c: pa.string() for c in ID_COLUMNS if c in have}
+            options = pacsv.ConvertOptions(column_types=types, include_columns=columns)
+            df = pacsv.read_csv(path, convert_options=options).to_pandas()
+        else:
+            df = pq.read_table(path, columns=columns).to_pandas()
+    except (pa.ArrowInvalid, OSError) as err:
+        raise LogFormatError(f"log {path}: {err}") from None
     for c in required:
         null = df[c].isna().to_numpy()
         if null.any():
@@ -84,7 +111,7 @@ def read_log(path: str | Path, columns: list[str] | None = None, required: list[
         if bad.any():
             raise LogFormatError(f"log {path}: propensity outside (0, 1] in {describe_rows(bad)}")
     if "clicked" in df:
-        df["clicked"] = df["clicked"].astype(int)
+        _binary(df, "clicked", path)
     return df
 
 

@@ -112,7 +112,7 @@ def simulate_to_files(
         world = build_world(world_cfg)
         truth = GroundTruth(world)
         scorer = scorer_for(ranker, world, truth) if session_cfg.policy == "epsilon-greedy" else None
-        simulation = Simulation(world, session_cfg, truth, scorer)
+        simulation = Simulation(world, session_cfg, truth, scorer, scores_are_probabilities=ranker == "oracle")
     sim, world = simulation, simulation.world
     world_s = time.perf_counter() - t_start
     t_events = time.perf_counter()

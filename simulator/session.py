@@ -146,8 +146,10 @@ class Simulation:
         scorer: Scorer | None = None,
         scores_are_probabilities: bool = False,
     ) -> None:
-        """``scorer`` is the ranking epsilon-greedy explores around; its scores are logged as ``predicted``
-        when they are probabilities of a click."""
+        """``scorer`` is the ranking epsilon-greedy explores around. When its scores are probabilities of a
+        click if examined (``scores_are_probabilities``, e.g. the oracle's relevance), each slot logs
+        ``predicted`` = examination at the slot's position x score: a model that knows everything but
+        fatigue, which O/E can then be checked on."""
         self.world = world
         self.scores_are_probabilities = scores_are_probabilities
         self.config = config
@@ -354,9 +356,13 @@ class Simulation:
         """The request id of each logged slot (``rows``: its request's index in the batch)."""
         return _names(f"r{self.world.config.seed}-{self.config.seed}-", first_request + rows)
 
-    def predicted(self, rows: np.ndarray, cols: np.ndarray, scores: np.ndarray | None) -> np.ndarray | None:
-        """The model's click probability for each logged slot, where a model scored it."""
-        return scores[rows, cols] if scores is not None and self.scores_are_probabilities else None
+    def predicted(
+        self, rows: np.ndarray, cols: np.ndarray, scores: np.ndarray | None, position: np.ndarray
+    ) -> np.ndarray | None:
+        """The model's click probability for each logged slot at its position, where a model scored it."""
+        if scores is None or not self.scores_are_probabilities:
+            return None
+        return scores[rows, cols] * self.truth.examination(position)
 
     # ------------------------------------------------------------------ sessions
     def request_schedule(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -418,7 +424,7 @@ class Simulation:
         seen.update(keys.tolist())
         probs = self.truth.action_probs(mem, item, pos, t_imp, prior)
         acts = self.truth.sample(probs, rng)
-        predicted = self.predicted(rows, col, scores)
+        predicted = self.predicted(rows, col, scores, pos)
 
         request_ids = self.request_names(first_request, rows)
         member_names = nm.member.take(pa.array(mem))

@@ -276,3 +276,19 @@ def test_cli_writes_log_and_events(tmp_path):
     log = read_log(tmp_path / "impressions.csv")
     assert len(log) == 3000 and set(ITEM_TYPE_NAMES) >= set(log["item_type"])
     assert (tmp_path / "events.parquet").exists() and (tmp_path / "manifest.json").exists()
+
+
+def test_read_log_keeps_csv_ids_as_strings_and_names_bad_rows(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("request_id,position,item_id,clicked,propensity\n007,0,0042,1,0.5\n008,1,9,0,1.0\n")
+    df = read_log(path)
+    assert df["request_id"].tolist() == ["007", "008"] and df["item_id"].tolist() == ["0042", "9"]
+    assert df["clicked"].tolist() == [1, 0]
+    path.write_text("request_id,position,item_id,clicked,propensity\nr1,0,a,1,0.5\nr1,1,b,0.5,0.5\nr2,0,c,2,1\n")
+    with pytest.raises(LogFormatError, match=r"'clicked' is not 0/1 in 2 row\(s\) \(rows 1, 2\)"):
+        read_log(path)
+    path.write_text("request_id,position,item_id,clicked,propensity\nr1,0,a,1,0\nr1,1,b,0,1.5\nr2,0,c,0,1\n")
+    with pytest.raises(LogFormatError, match=r"propensity outside \(0, 1\] in 2 row\(s\) \(rows 0, 1\)"):
+        read_log(path)
+    with pytest.raises(LogFormatError, match=r"lacks column\(s\) \['true_p'\]"):
+        read_log(path, columns=["clicked", "true_p"])
