@@ -10,10 +10,7 @@ needed, plus the ``--by`` columns). Definitions and the interval: :mod:`evaluati
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -52,23 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", metavar="DIR", help="write report.md and its plots into DIR")
 
 
-def read_columns(
-    path: str | Path, required: Sequence[str], present: Sequence[str] = (), optional: Sequence[str] = ()
-) -> pd.DataFrame:
-    """Read ``required`` (must exist, non-null), ``present`` (must exist, may be null) and whichever of
-    ``optional`` the log has.
-
-    Only these columns are read, so junk elsewhere in the log (say, bad propensities) does not stop an
-    evaluation that does not use it."""
-    from simulator.logs import log_columns, read_log
-
-    have = log_columns(path)
-    columns = list(dict.fromkeys([*required, *present, *(c for c in optional if c in have)]))
-    return read_log(path, columns=columns, required=list(dict.fromkeys(required)))
-
-
 def run(args: argparse.Namespace) -> int:
-    from simulator.logs import LogFormatError
+    from simulator.logs import LogFormatError, read_columns
 
     try:
         by = [[c.strip() for c in entry.split(",") if c.strip()] for entry in args.by]
@@ -88,19 +70,16 @@ def run(args: argparse.Namespace) -> int:
     except (LogFormatError, ValueError) as err:
         print(f"feedrank eval oe: {err}", file=sys.stderr)
         return 2
-    if args.json:
-        print(json.dumps(result.to_json(), indent=2))
-    else:
-        _print(result, args.max_slices)
-    if args.report:
-        try:
-            path = _report(result, frame, args).write(args.report)
-        except OSError as err:
-            print(f"feedrank eval oe: cannot write the report: {err}", file=sys.stderr)
-            return 1
-        if not args.json:
-            print(f"report: {path}")
-    return 0
+    from evaluation.command_output import emit
+
+    return emit(
+        "oe",
+        result.to_json(),
+        args.json,
+        lambda: _print(result, args.max_slices),
+        args.report,
+        lambda: _report(result, frame, args),
+    )
 
 
 def _fmt(v: Any, digits: int = 3) -> str:

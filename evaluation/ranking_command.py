@@ -10,7 +10,6 @@ labels count as gains in NDCG, as ``label > 0`` elsewhere). Conventions: :mod:`e
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evaluation.oe_command import read_columns
-    from simulator.logs import LogFormatError
+    from simulator.logs import LogFormatError, read_columns
 
     ks = args.k or [5, 10]
     try:
@@ -47,19 +45,11 @@ def run(args: argparse.Namespace) -> int:
     except (LogFormatError, ValueError) as err:
         print(f"feedrank eval ranking: {err}", file=sys.stderr)
         return 2
-    if args.json:
-        print(json.dumps(result.to_json(), indent=2))
-    else:
-        _print(result)
-    if args.report:
-        try:
-            path = _report(result, args.log).write(args.report)
-        except OSError as err:
-            print(f"feedrank eval ranking: cannot write the report: {err}", file=sys.stderr)
-            return 1
-        if not args.json:
-            print(f"report: {path}")
-    return 0
+    from evaluation.command_output import emit
+
+    return emit(
+        "ranking", result.to_json(), args.json, lambda: _print(result), args.report, lambda: _report(result, args.log)
+    )
 
 
 def _fmt(v: float) -> str:

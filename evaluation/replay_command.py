@@ -9,7 +9,6 @@ Heavy imports happen in :func:`run`: the parser is built on every ``feedrank`` c
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ if TYPE_CHECKING:
 
     from evaluation.off_policy import OffPolicyResult
     from evaluation.policy_table import JoinedLog
+    from evaluation.report import Report
 
 PROG = "feedrank eval replay"
 RANKER_SPEC = re.compile(r"^[a-z][a-z0-9_-]*(/\S+)?$")
@@ -116,14 +116,16 @@ def _run(args: argparse.Namespace) -> int:
     )
     result.notes.extend(notes + _join_notes(joined, len(policy)))
     doc = {**result.to_json(), "policy_rows_ignored": joined.ignored_policy_rows}
-    report_path = _write_report(args, result, joined) if args.report else None
-    if args.json:
-        print(json.dumps(doc, indent=2))
-    else:
-        _print_table(args, result)
-    if report_path is not None:
-        print(f"report: {report_path}", file=sys.stderr)
-    return 0
+    from evaluation.command_output import emit
+
+    return emit(
+        "replay",
+        doc,
+        args.json,
+        lambda: _print_table(args, result),
+        args.report,
+        lambda: _build_report(args, result, joined),
+    )
 
 
 def _read_log(path: Path, reward: str | None, every_column: bool) -> pd.DataFrame:
@@ -192,7 +194,7 @@ def _print_table(args: argparse.Namespace, result: OffPolicyResult) -> None:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
-def _write_report(args: argparse.Namespace, result: OffPolicyResult, joined: JoinedLog) -> Path:
+def _build_report(args: argparse.Namespace, result: OffPolicyResult, joined: JoinedLog) -> Report:
     import pandas as pd
 
     from evaluation.off_policy import importance_weights
@@ -235,7 +237,7 @@ def _write_report(args: argparse.Namespace, result: OffPolicyResult, joined: Joi
     report.add_figure("Click rate by position", _position_figure(by_pos))
     if result.notes:
         report.add_text("Notes:\n\n" + "\n".join(f"- {n}" for n in result.notes))
-    return report.write(args.report)
+    return report
 
 
 def _by_position(joined: JoinedLog, weights: Any) -> pd.DataFrame:

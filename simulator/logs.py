@@ -115,5 +115,16 @@ def read_log(path: str | Path, columns: list[str] | None = None, required: list[
     return df
 
 
+def read_columns(
+    path: str | Path, required: list[str], present: list[str] | None = None, optional: list[str] | None = None
+) -> pd.DataFrame:
+    """Read ``required`` (must exist, non-null), ``present`` (must exist, may be null) and whichever of
+    ``optional`` the log has: only these, so junk elsewhere in the log does not stop an evaluation that
+    does not use it."""
+    have = log_columns(path)
+    wanted = [*required, *(present or []), *(c for c in optional or [] if c in have)]
+    return read_log(path, columns=list(dict.fromkeys(wanted)), required=list(dict.fromkeys(required)))
+
+
 def write_csv(table: pa.Table, path: str | Path) -> None:
     pacsv.write_csv(table, path)
