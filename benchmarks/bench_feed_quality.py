@@ -44,16 +44,32 @@ def run(
     seed: int,
     params: dict[str, dict[str, Any]] | None = None,
     rule_ablation: bool = True,
+    fpr_frac: float = 0.5,
+    train_frac: float = 0.7,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     with progress_bar() as progress:
         sw = simulate(members=members, requests=requests, seed=seed, progress=progress)
         t_sim = time.perf_counter() - t0
         report = evaluate_feed(
-            sw, n_requests=eval_requests, seed=seed, progress=progress, params=params, rule_ablation=rule_ablation
+            sw,
+            train_frac=train_frac,
+            fpr_frac=fpr_frac,
+            n_requests=eval_requests,
+            seed=seed,
+            progress=progress,
+            params=params,
+            rule_ablation=rule_ablation,
         )
     report["machine"] = machine()
-    report["args"] = {"members": members, "requests": requests, "eval_requests": eval_requests, "seed": seed}
+    report["args"] = {
+        "members": members,
+        "requests": requests,
+        "eval_requests": eval_requests,
+        "seed": seed,
+        "fpr_frac": fpr_frac,
+        "train_frac": train_frac,
+    }
     report["params"] = params or {}
     report["wall_s"] = {"simulate": round(t_sim, 1), "total": round(time.perf_counter() - t0, 1)}
     return report
@@ -160,13 +176,25 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=20_000, help="simulated feed requests (logged traffic)")
     p.add_argument("--eval-requests", type=int, default=400, help="held-out requests whose feeds are evaluated")
     p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--fpr-frac", type=float, default=0.5, help="FPRs train on traffic before this share of time")
+    p.add_argument(
+        "--train-frac", type=float, default=0.7, help="the SPR trains up to this share; the rest is held out"
+    )
     p.add_argument("--no-ablation", action="store_true", help="skip the per-rule ablation")
     p.add_argument("--json", type=Path, help="write the full report here")
     args = p.parse_args()
     if args.smoke:
-        report = run(300, 3000, 60, args.seed, SMOKE_PARAMS, rule_ablation=not args.no_ablation)
+        report = run(300, 3000, 60, args.seed, SMOKE_PARAMS, not args.no_ablation, args.fpr_frac, args.train_frac)
     else:
-        report = run(args.members, args.requests, args.eval_requests, args.seed, rule_ablation=not args.no_ablation)
+        report = run(
+            args.members,
+            args.requests,
+            args.eval_requests,
+            args.seed,
+            rule_ablation=not args.no_ablation,
+            fpr_frac=args.fpr_frac,
+            train_frac=args.train_frac,
+        )
     render(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=float))

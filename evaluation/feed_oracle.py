@@ -213,13 +213,14 @@ def evaluate_feed(
     inspect: Callable[[FeedSnapshot], None] | None = None,
     rule_ablation: bool = True,
     system: TrainedSystem | None = None,
+    fpr_frac: float = 0.5,
 ) -> dict[str, Any]:
     """Expected engagement and NDCG@k against the oracle of the system's feed and of the simple feeds,
     on ``n_requests`` held-out requests, and the SPR's held-out calibration.
 
     ``config`` is the pipeline (``config/pipeline.toml`` by default): its FPRs and rules. The FPRs and
     the SPR are trained by ``train_system`` (``params``: each FPR trainer's overrides, by FPR name)
-    unless ``system`` gives them, trained at ``train_frac`` of the same world. ``inspect`` gets every
+    unless ``system`` gives them, trained at ``fpr_frac`` and ``train_frac`` of the same world. ``inspect`` gets every
     evaluated request (``FeedSnapshot``).
     With ``rule_ablation``, the feed without exploration is also built once without each other rule in
     turn (``truncate`` stays): what each rule costs or gains in the same two metrics.
@@ -227,7 +228,7 @@ def evaluate_feed(
     progress = progress or NoProgress()
     config = config or load_config(REPO_ROOT / "config/pipeline.toml")
     traffic = sw.traffic
-    system = system or train_system(sw, train_frac, config, params, progress=progress)
+    system = system or train_system(sw, train_frac, config, params, progress=progress, fpr_frac=fpr_frac)
     split, rankers, spr = system.split, system.rankers, system.spr
     rules: list[RerankRule] = config.build_rules()
     mixer = FeedMixer(spr, rules)

@@ -92,8 +92,9 @@ class FprService:
 def load_ranker(settings: Settings, spec: FprSpec) -> FirstPassRanker:
     """The FPR around its current trained artifact (``fpr-NAME/CURRENT``); the baseline scorer if none.
 
-    Serving the baseline keeps a new deployment answering before its first training run; the model
-    version in every answer (``NAME/popularity`` etc.) says which one is serving.
+    Serving the baseline keeps a new deployment answering before its first training run, or after an
+    upgrade that changed the model's features (a scorer with ``compatible()`` says whether it fits the
+    code); the model version in every answer (``NAME/popularity`` etc.) says which one is serving.
     """
     try:
         artifact = ModelStore(settings.model_dir).load(spec.artifact)
@@ -106,6 +107,15 @@ def load_ranker(settings: Settings, spec: FprSpec) -> FirstPassRanker:
             )
         return spec.build()
     scorer = artifact.model
+    if not getattr(scorer, "compatible", lambda: True)():
+        log.warning(
+            "%s model %s was trained on other features than this code computes: serving the baseline "
+            "(retrain with `feedrank train fpr %s`)",
+            spec.name,
+            artifact.version,
+            spec.name,
+        )
+        return spec.build()
     scorer.version = artifact.version
     return spec.build(model=scorer)
 

@@ -117,7 +117,12 @@ class JobsScorer:
         self.calibrator = calibrator
         self.tower_text = tower_text
         self.version = version
+        self.feature_names = list(FEATURES)
         self._out: dict[str, np.ndarray] = {}
+
+    def compatible(self) -> bool:
+        """Whether this (unpickled) model was trained on the features this code computes."""
+        return getattr(self, "feature_names", None) == FEATURES
 
     def _tower_out(self, kind: str, rows: np.ndarray) -> np.ndarray:
         cached = self._out.get(kind)

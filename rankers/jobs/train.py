@@ -115,9 +115,11 @@ def replay_features(
     featurizer: JobFeaturizer,
     folds: list[EmbeddingTable],
     progress: Progress,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Point-in-time features of every row, with the member's and the job's text rows."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Point-in-time features of every row, with the member's and the job's text rows and the job's
+    engagements so far (the popularity baseline)."""
     X = np.zeros((len(rows), len(FEATURES)), dtype=np.float32)
+    engagements = np.zeros(len(rows), dtype=np.float64)
     m_rows = np.zeros(len(rows), dtype=np.int64)
     j_rows = np.zeros(len(rows), dtype=np.int64)
     offset = 0
@@ -136,12 +138,12 @@ def replay_features(
                 inv, m, [str(i) for i in items[start : start + n]], float(ts[start]), prod2vec=folds[member_fold(m)]
             )
             sl = slice(offset + start, offset + start + n)
-            X[sl], m_rows[sl], j_rows[sl] = b.X, b.member_row, b.job_rows
+            X[sl], m_rows[sl], j_rows[sl], engagements[sl] = b.X, b.member_row, b.job_rows, b.engagements
             start += n
         offset += len(chunk)
 
     replay(traffic.events, rows, on_chunk, progress=progress)
-    return X, m_rows, j_rows
+    return X, m_rows, j_rows, engagements
 
 
 def train(traffic: LoggedTraffic, params: dict[str, Any], progress: Progress) -> TrainedFpr:
@@ -155,7 +157,7 @@ def train(traffic: LoggedTraffic, params: dict[str, Any], progress: Progress) ->
     is_train = ts < split
     final = fold_events(traffic, progress)
     featurizer, folds = build_featurizer(final, s, float(y[is_train].mean()), progress)
-    X, m_rows, j_rows = replay_features(traffic, rows, featurizer, folds, progress)
+    X, m_rows, j_rows, engagements = replay_features(traffic, rows, featurizer, folds, progress)
 
     enc = featurizer.texts.encoder
     # the towers read every block; MiniLM's 384 columns only if configured
@@ -191,7 +193,7 @@ def train(traffic: LoggedTraffic, params: dict[str, Any], progress: Progress) ->
     req = rows["request_id"].to_numpy()[va]
     raw = tower.decision_function(XT[va])
     lgb_p = lgbm.predict_proba(X[va])[:, 1]
-    pop = X[va, FEATURES.index("log_engagements")]
+    pop = engagements[va]
     metrics: dict[str, float] = {
         "rows_train": float(len(tr)),
         "rows_valid": float(len(va)),

@@ -9,6 +9,11 @@ Topic interest needs more than exact skill overlap (a post has one topic skill; 
 ``SkillSpace`` places every skill at the industry mix of the members who list it, so that "this post
 is about a skill people of my industry hold" is measurable for skills the member does not list. It is
 fitted from member profiles (never from clicks) and travels inside the pickled scorer.
+
+Engagement history enters as smoothed rates, never as all-time counts (an actor's or member's
+impressions, a post's engagements, a member-actor pair's engagements): counts grow for as long as a
+model serves, so a model trained on younger counts drifts. With them, the second pass under-predicted
+network posts by about 5% more on later traffic (measured with ``benchmarks/bench_feed_quality``).
 """
 
 from __future__ import annotations
@@ -30,19 +35,14 @@ FEATURES: tuple[str, ...] = (
     "connections_only",
     "connected",
     "follows_actor",
-    "pair_engagements",
     "common_connections",
     "actor_is_company",
     "actor_degree",
     "actor_followers",
-    "actor_impressions",
     "actor_ctr",
-    "item_engagements",
-    "item_impressions",
     "item_ctr",
     "hours_since_engaged",
     "member_degree",
-    "member_post_impressions",
     "member_post_ctr",
     "skill_match",
     "author_skill_jaccard",
@@ -132,12 +132,10 @@ class SkillSpace:
 _ACTOR_COLS = (
     "connected",
     "follows_actor",
-    "pair_engagements",
     "common_connections",
     "actor_is_company",
     "actor_degree",
     "actor_followers",
-    "actor_impressions",
     "actor_ctr",
     "author_skill_jaccard",
     "same_industry",
@@ -181,8 +179,6 @@ class NetworkFeaturizer:
         x[:, _IDX["age_hours"]] = np.maximum(0.0, now - cols[:, 0]) / 3600.0
         x[:, _IDX["seen"]] = [i in seen for i in item_ids]
         x[:, _IDX["connections_only"]] = cols[:, 4]
-        x[:, _IDX["item_engagements"]] = eng
-        x[:, _IDX["item_impressions"]] = imp
         x[:, _IDX["item_ctr"]] = smoothed_rate(eng, imp)
         x[:, _IDX["hours_since_engaged"]] = np.where(last > 0, np.maximum(0.0, now - last) / 3600.0, NEVER)
 
@@ -211,7 +207,6 @@ class NetworkFeaturizer:
         x[:, _IDX["member_degree"]] = len(inv.connections.get(member_id, ()))
         m_eng = inv.type_engagements.get(member_id, Counter()).get(ItemType.POST, 0)
         m_imp = inv.type_impressions.get(member_id, Counter()).get(ItemType.POST, 0)
-        x[:, _IDX["member_post_impressions"]] = m_imp
         x[:, _IDX["member_post_ctr"]] = smoothed_rate(np.float64(m_eng), np.float64(m_imp))
         return x
 
@@ -241,7 +236,6 @@ class NetworkFeaturizer:
         my_industry = profile.industry if profile else ""
         my_conns = inv.connections.get(member_id, set())
         my_follows = inv.follows.get(member_id, set())
-        pair = inv.pair_engagements
         out = []
         for a in actors:
             their_conns = inv.connections.get(a, set())
@@ -254,12 +248,10 @@ class NetworkFeaturizer:
                 (
                     a in my_conns,
                     a in my_follows,
-                    pair.get((member_id, a), 0),
                     len(my_conns & their_conns) if my_conns and their_conns else 0,
                     prof is None and bool(a),
                     len(their_conns),
                     inv.followers.get(a, 0),
-                    a_imp,
                     (a_eng + PRIOR_WEIGHT * PRIOR_CTR) / (a_imp + PRIOR_WEIGHT),
                     len(my_skills & their_skills) / union if union else 0.0,
                     bool(my_industry) and prof is not None and prof.industry == my_industry,

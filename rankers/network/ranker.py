@@ -20,7 +20,7 @@ from rankers.baselines import RecencyScorer
 from rankers.cold_start import PopularItems
 from rankers.fpr import FeatureColumns, FirstPassRanker, Scorer
 from rankers.inventory import Inventory
-from rankers.network.features import NetworkFeaturizer
+from rankers.network.features import N_FEATURES, NetworkFeaturizer
 from rankers.network.model import NetworkClickModel
 from rankers.network.settings import section
 
@@ -70,6 +70,10 @@ class NetworkScorer:
     model: NetworkClickModel
     version: str = "lgbm-v1"
     metrics: dict[str, float] = field(default_factory=dict)
+
+    def compatible(self) -> bool:
+        """Whether this (unpickled) model was trained on as many features as this code computes."""
+        return getattr(self.model, "n_features_in_", N_FEATURES) == N_FEATURES
 
     def score(
         self, inv: Inventory, member_id: str, item_ids: Sequence[str], now: float

@@ -34,3 +34,19 @@ def test_service_serves_the_current_trained_version_else_the_baseline(tmp_path):
     assert answer.model_version == f"courses/{second}"  # CURRENT points at the latest
     assert answer.candidates and all(0.0 <= c.score <= 1.0 for c in answer.candidates)
     assert [c.score for c in answer.candidates] == sorted((c.score for c in answer.candidates), reverse=True)
+
+
+class _StaleScorer:
+    """A model pickled by an older release, trained on features this code no longer computes."""
+
+    version = "old"
+
+    def compatible(self) -> bool:
+        return False
+
+
+def test_a_model_trained_on_other_features_is_not_served(tmp_path):
+    s = Settings(models_path=tmp_path / "models")
+    spec = load_config(s.pipeline_config).fprs["jobs"]
+    ModelStore(s.model_dir).save(spec.artifact, _StaleScorer(), {"metrics": {}})
+    assert load_ranker(s, spec).model_version == "jobs/popularity"  # the baseline, not a crash at scoring
