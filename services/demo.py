@@ -15,6 +15,7 @@ from feedrank.settings import Settings
 from rankers.mixer.spr import BASE_COLUMNS
 from rankers.registry import load_config
 from services.feed_client import FeedClient, FeedTimeout
+from services.fpr_service import load_trained
 from services.fpr_training import train_fpr
 from services.kafka_io import ensure_topics
 from services.model_store import ModelNotFound, ModelStore, load_spr
@@ -48,11 +49,11 @@ def prepare(settings: Settings, generator: SimulatedTraffic, retrain: bool = Fal
 
 
 def train_missing_fprs(settings: Settings, generator: SimulatedTraffic, retrain: bool = False) -> bool:
-    """Train each configured FPR that has no model yet, on the traffic the demo is about to publish;
-    whether any was trained."""
-    store = ModelStore(settings.model_dir)
+    """Train each configured FPR that has no model it can serve yet (none, or one trained on other
+    features than this code computes), on the traffic the demo is about to publish; whether any was
+    trained."""
     fprs = load_config(settings.pipeline_config).fprs
-    missing = [n for n, spec in fprs.items() if spec.trainer and (retrain or not store.exists(spec.artifact))]
+    missing = [n for n, spec in fprs.items() if spec.trainer and (retrain or load_trained(settings, spec) is None)]
     if not missing:
         return False
     with console.status("simulating the traffic the first-pass rankers train on"):

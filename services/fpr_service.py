@@ -20,7 +20,7 @@ from rankers.inventory import Inventory
 from rankers.registry import FprSpec, load_config
 from services.inventory_follower import InventoryFollower
 from services.kafka_io import ensure_topics, make_consumer, make_producer, topic
-from services.model_store import ModelNotFound, ModelStore
+from services.model_store import Artifact, ModelNotFound, ModelStore
 from services.runtime import setup_logging, stop_event
 
 log = logging.getLogger(__name__)
@@ -89,13 +89,10 @@ class FprService:
             follower.close()
 
 
-def load_ranker(settings: Settings, spec: FprSpec) -> FirstPassRanker:
-    """The FPR around its current trained artifact (``fpr-NAME/CURRENT``); the baseline scorer if none.
-
-    Serving the baseline keeps a new deployment answering before its first training run, or after an
-    upgrade that changed the model's features (a scorer with ``compatible()`` says whether it fits the
-    code); the model version in every answer (``NAME/popularity`` etc.) says which one is serving.
-    """
+def load_trained(settings: Settings, spec: FprSpec) -> Artifact | None:
+    """The FPR's current trained artifact (``fpr-NAME/CURRENT``), or None (with a warning) if there is
+    none or it was trained on other features than this code computes (a scorer with ``compatible()``
+    says whether it fits)."""
     try:
         artifact = ModelStore(settings.model_dir).load(spec.artifact)
     except ModelNotFound:
@@ -105,9 +102,8 @@ def load_ranker(settings: Settings, spec: FprSpec) -> FirstPassRanker:
                 spec.name,
                 spec.name,
             )
-        return spec.build()
-    scorer = artifact.model
-    if not getattr(scorer, "compatible", lambda: True)():
+        return None
+    if not getattr(artifact.model, "compatible", lambda: True)():
         log.warning(
             "%s model %s was trained on other features than this code computes: serving the baseline "
             "(retrain with `feedrank train fpr %s`)",
@@ -115,7 +111,21 @@ def load_ranker(settings: Settings, spec: FprSpec) -> FirstPassRanker:
             artifact.version,
             spec.name,
         )
+        return None
+    return artifact
+
+
+def load_ranker(settings: Settings, spec: FprSpec) -> FirstPassRanker:
+    """The FPR around its current trained artifact; the baseline scorer if it has none it can serve.
+
+    Serving the baseline keeps a new deployment answering before its first training run, or after an
+    upgrade that changed the model's features; the model version in every answer (``NAME/popularity``
+    etc.) says which one is serving.
+    """
+    artifact = load_trained(settings, spec)
+    if artifact is None:
         return spec.build()
+    scorer = artifact.model
     scorer.version = artifact.version
     return spec.build(model=scorer)
 
