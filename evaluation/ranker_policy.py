@@ -290,15 +290,14 @@ def policy_table(
             return
         rule = exploration[1]
         greedy = capture.slots
-        pool = [i for i, s in enumerate(greedy) if not s.pinned][: rule.pool or 2 * size]
+        pool = rule.pool_positions(greedy, size)
         in_pool = set(pool)
-        eps, n = float(rule.epsilon), len(pool)
         for pos in range(len(feed.slots)):
             if pos not in in_pool:
                 emit(rid, pos, greedy[pos].item_id, 1.0)
                 continue
             for j in pool:
-                emit(rid, pos, greedy[j].item_id, eps / n + (1.0 - eps) * (j == pos))
+                emit(rid, pos, greedy[j].item_id, rule.propensity(len(pool), j == pos))
 
     def on_chunk(inv: Inventory, chunk: pd.DataFrame) -> None:
         assert isinstance(inv, ServedInventory)

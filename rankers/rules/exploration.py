@@ -42,10 +42,18 @@ class Exploration:
         if self.pool is not None and (isinstance(self.pool, bool) or not isinstance(self.pool, int) or self.pool < 1):
             raise ValueError(f"exploration.pool must be an integer >= 1 or unset, got {self.pool!r}")
 
+    def pool_positions(self, slots: list[Slot], feed_size: int) -> list[int]:
+        """The positions a shuffle may move: the first ``pool`` unpinned slots (2 x ``feed_size`` if unset)."""
+        return [i for i, s in enumerate(slots) if not s.pinned][: self.pool or 2 * feed_size]
+
+    def propensity(self, pool_size: int, greedy: bool) -> float:
+        """P(a pool slot's item ends at a pool position): ``greedy`` when that is where the greedy order has it."""
+        return (1.0 - self.epsilon if greedy else 0.0) + self.epsilon / pool_size
+
     def apply(self, slots: list[Slot], ctx: RerankContext) -> list[Slot]:
         for s in slots:
             s.propensity = 1.0
-        positions = [i for i, s in enumerate(slots) if not s.pinned][: self.pool or 2 * ctx.feed_size]
+        positions = self.pool_positions(slots, ctx.feed_size)
         n = len(positions)
         if n == 0:
             return list(slots)
@@ -57,7 +65,7 @@ class Exploration:
         for at in positions:
             s = out[at]
             greedy = s is slots[at]
-            s.propensity = (1.0 - self.epsilon if greedy else 0.0) + self.epsilon / n
+            s.propensity = self.propensity(n, greedy)
             if not greedy:
                 s.moved_by.append(self.name)
         return out
