@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from rankers.vectors import observed_over_expected
-from simulator.logs import LogFormatError, describe_rows
+from simulator.logs import LogFormatError, binary_column, describe_rows, numeric_column
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -50,27 +50,9 @@ if TYPE_CHECKING:
 Z95 = NormalDist().inv_cdf(0.975)
 
 
-def binary_labels(frame: pd.DataFrame, label: str) -> np.ndarray:
-    """The label column as 0/1 floats; anything else (2, 0.5, 'yes', empty) is an error naming the rows."""
-    col = frame[label]
-    if col.dtype == bool:
-        return col.to_numpy(dtype=np.float64)
-    y = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isin(y, (0.0, 1.0))
-    if bad.any():
-        raise LogFormatError(f"column {label!r} must be 0/1 or true/false; it is not in {describe_rows(bad)}")
-    return y
-
-
 def probabilities(frame: pd.DataFrame, column: str) -> np.ndarray:
     """A probability column as floats in [0, 1]; empty, non-numeric or out-of-range rows are an error."""
-    raw = frame[column]
-    p = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
-    empty = raw.isna().to_numpy()
-    if empty.any():
-        raise LogFormatError(f"column {column!r} is empty in {describe_rows(empty)}")
-    if np.isnan(p).any():
-        raise LogFormatError(f"column {column!r} is not a number in {describe_rows(np.isnan(p))}")
+    p = numeric_column(frame, column)
     bad = (p < 0) | (p > 1)
     if bad.any():
         raise LogFormatError(f"column {column!r} must be a probability in [0, 1]; it is not in {describe_rows(bad)}")
@@ -292,7 +274,7 @@ def evaluate_oe(
     has that column. Raises :class:`LogFormatError` naming the rows on bad values."""
     if not len(frame):
         raise LogFormatError("the log has no rows")
-    y = binary_labels(frame, label)
+    y = binary_column(frame, label)
     p = probabilities(frame, predicted)
     for cols in by:
         missing = [c for c in cols if c not in frame]

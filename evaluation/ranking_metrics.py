@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from simulator.logs import LogFormatError, describe_rows
+from simulator.logs import LogFormatError, describe_rows, numeric_column
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -180,23 +180,6 @@ class RankingResult:
             "k": self.ks,
             "metrics": {key: (v if np.isfinite(v) else None) for key, v in self.metrics.items()},
         }
-
-
-def numeric_column(frame: pd.DataFrame, column: str, non_negative: bool = False) -> np.ndarray:
-    """A column as finite floats (booleans as 0/1); errors name the column and the offending rows."""
-    raw = frame[column]
-    if raw.dtype == bool:
-        return raw.to_numpy(dtype=np.float64)
-    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
-    empty = raw.isna().to_numpy()
-    if empty.any():
-        raise LogFormatError(f"column {column!r} is empty in {describe_rows(empty)}")
-    bad = ~np.isfinite(values)
-    if bad.any():
-        raise LogFormatError(f"column {column!r} is not a finite number in {describe_rows(bad)}")
-    if non_negative and (values < 0).any():
-        raise LogFormatError(f"column {column!r} must not be negative; it is in {describe_rows(values < 0)}")
-    return values
 
 
 def evaluate_ranking(

@@ -64,18 +64,34 @@ def log_columns(path: str | Path) -> list[str]:
         raise LogFormatError(f"log {path}: {err}") from None
 
 
-def _binary(df: pd.DataFrame, column: str, path: Path) -> None:
-    """An action column as 0/1 ints; anything else (2, 0.5, "yes") is an error naming the rows."""
-    values = df[column]
+def binary_column(frame: pd.DataFrame, column: str, source: str = "") -> np.ndarray:
+    """An action column as 0.0/1.0 (from 0/1 or true/false); anything else (2, 0.5, "yes", empty) is an
+    error naming the rows, prefixed by ``source`` (e.g. ``"log x.csv: "``)."""
+    values = frame[column]
     if values.dtype == bool:
-        df[column] = values.astype(np.int64)
-        return
-    numeric = pd.to_numeric(values, errors="coerce")
-    bad = (~numeric.isin([0, 1])).to_numpy() & values.notna().to_numpy()
+        return values.to_numpy(dtype=np.float64)
+    y = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isin(y, (0.0, 1.0))
     if bad.any():
-        raise LogFormatError(f"log {path}: column {column!r} is not 0/1 in {describe_rows(bad)}")
-    if numeric.notna().all():
-        df[column] = numeric.astype(np.int64)
+        raise LogFormatError(f"{source}column {column!r} must be 0/1 or true/false; it is not in {describe_rows(bad)}")
+    return y
+
+
+def numeric_column(frame: pd.DataFrame, column: str, non_negative: bool = False) -> np.ndarray:
+    """A column as finite floats (booleans as 0/1); errors name the column and the offending rows."""
+    raw = frame[column]
+    if raw.dtype == bool:
+        return raw.to_numpy(dtype=np.float64)
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+    empty = raw.isna().to_numpy()
+    if empty.any():
+        raise LogFormatError(f"column {column!r} is empty in {describe_rows(empty)}")
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise LogFormatError(f"column {column!r} is not a finite number in {describe_rows(bad)}")
+    if non_negative and (values < 0).any():
+        raise LogFormatError(f"column {column!r} must not be negative; it is in {describe_rows(values < 0)}")
+    return values
 
 
 def read_log(path: str | Path, columns: list[str] | None = None, required: list[str] | None = None) -> pd.DataFrame:
@@ -111,7 +127,7 @@ def read_log(path: str | Path, columns: list[str] | None = None, required: list[
         if bad.any():
             raise LogFormatError(f"log {path}: propensity outside (0, 1] in {describe_rows(bad)}")
     if "clicked" in df:
-        _binary(df, "clicked", path)
+        df["clicked"] = binary_column(df, "clicked", f"log {path}: ").astype(np.int64)
     return df
 
 

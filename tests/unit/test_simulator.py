@@ -285,7 +285,9 @@ def test_read_log_keeps_csv_ids_as_strings_and_names_bad_rows(tmp_path):
     assert df["request_id"].tolist() == ["007", "008"] and df["item_id"].tolist() == ["0042", "9"]
     assert df["clicked"].tolist() == [1, 0]
     path.write_text("request_id,position,item_id,clicked,propensity\nr1,0,a,1,0.5\nr1,1,b,0.5,0.5\nr2,0,c,2,1\n")
-    with pytest.raises(LogFormatError, match=r"'clicked' is not 0/1 in 2 row\(s\) \(rows 1, 2\)"):
+    with pytest.raises(
+        LogFormatError, match=r"'clicked' must be 0/1 or true/false; it is not in 2 row\(s\) \(rows 1, 2\)"
+    ):
         read_log(path)
     path.write_text("request_id,position,item_id,clicked,propensity\nr1,0,a,1,0\nr1,1,b,0,1.5\nr2,0,c,0,1\n")
     with pytest.raises(LogFormatError, match=r"propensity outside \(0, 1\] in 2 row\(s\) \(rows 0, 1\)"):
