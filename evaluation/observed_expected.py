@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from evaluation.command_output import json_number
 from rankers.vectors import observed_over_expected
 from simulator.logs import LogFormatError, binary_column, describe_rows, numeric_column
 
@@ -219,12 +220,12 @@ class OEResult:
                 {
                     "bin": int(r["bin"]),
                     "rows": int(r["rows"]),
-                    "range": [_num(r["low"]), _num(r["high"])],
-                    "mean_predicted": _num(r["mean_predicted"]),
-                    "observed_rate": _num(r["observed_rate"]),
-                    "ci95": [_num(r["ci_low"]), _num(r["ci_high"])],
-                    "o_over_e": _num(r["o_over_e"]),
-                    **({"mean_true_p": _num(r["mean_true_p"])} if "mean_true_p" in r else {}),
+                    "range": [json_number(r["low"]), json_number(r["high"])],
+                    "mean_predicted": json_number(r["mean_predicted"]),
+                    "observed_rate": json_number(r["observed_rate"]),
+                    "ci95": [json_number(r["ci_low"]), json_number(r["ci_high"])],
+                    "o_over_e": json_number(r["o_over_e"]),
+                    **({"mean_true_p": json_number(r["mean_true_p"])} if "mean_true_p" in r else {}),
                 }
                 for r in self.reliability.to_dict("records")
             ],
@@ -234,21 +235,15 @@ class OEResult:
 def _stats(row: dict[str, Any]) -> dict[str, Any]:
     out = {
         "rows": int(row["rows"]),
-        "observed": _num(row["observed"]),
-        "expected": _num(row["expected"]),
-        "o_over_e": _num(row["o_over_e"]),
-        "ci95": [_num(row["ci_low"]), _num(row["ci_high"])],
+        "observed": json_number(row["observed"]),
+        "expected": json_number(row["expected"]),
+        "o_over_e": json_number(row["o_over_e"]),
+        "ci95": [json_number(row["ci_low"]), json_number(row["ci_high"])],
         "clusters": int(row["clusters"]),
     }
     if "o_over_e_true_p" in row:
-        out["o_over_e_true_p"] = _num(row["o_over_e_true_p"])
+        out["o_over_e_true_p"] = json_number(row["o_over_e_true_p"])
     return out
-
-
-def _num(v: Any) -> float | None:
-    """JSON has no NaN: undefined numbers are null."""
-    f = float(v)
-    return None if not np.isfinite(f) else f
 
 
 def _value(v: Any) -> Any:

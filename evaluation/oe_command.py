@@ -150,25 +150,11 @@ def _reliability_frame(table: pd.DataFrame, ranges: bool = True) -> pd.DataFrame
     return pd.DataFrame(out)
 
 
-def rich_table(title: str, frame: pd.DataFrame, caption: str = "") -> Any:
-    """A rich Table of a display frame (strings); also used by ``feedrank eval ranking``."""
-    from rich.table import Table
-
-    table = Table(title=title, caption=caption or None, title_justify="left")
-    for i, col in enumerate(frame.columns):
-        first = i == 0
-        table.add_column(str(col), justify="left" if first else "right", no_wrap=not first, min_width=len(str(col)))
-    for row in frame.itertuples(index=False):
-        table.add_row(*(str(v) for v in row))
-    return table
-
-
 def _print(result: OEResult, limit: int) -> None:
-    from rich.console import Console
+    from evaluation.command_output import console as make_console
+    from evaluation.command_output import rich_table
 
-    console = Console()
-    if not console.is_terminal:  # piped: no terminal width to respect, so do not squeeze the tables into 80
-        console = Console(width=200)
+    console = make_console()
     clustered = f"clustered by {result.cluster}" if result.cluster else "rows independent"
     console.print(
         rich_table(

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from evaluation.command_output import json_number
+
 MATCH_TOLERANCE = 1e-9  # a probability within this of 1 counts as "the policy shows this item here"
 DEFAULT_BOOTSTRAP = 200
 JSON_ORDER = ["replay", "ips", "snips", "dr", "logged"]
@@ -188,7 +190,7 @@ class Estimate:
     ci95: tuple[float, float]
 
     def to_json(self) -> dict[str, Any]:
-        return {"value": _finite(self.value), "ci95": [_finite(self.ci95[0]), _finite(self.ci95[1])]}
+        return {"value": json_number(self.value), "ci95": [json_number(self.ci95[0]), json_number(self.ci95[1])]}
 
 
 @dataclass(frozen=True)
@@ -212,19 +214,14 @@ class OffPolicyResult:
             if name == "replay":
                 out[name]["matched"] = self.matched
         out.update(
-            ess=_finite(self.ess),
-            max_weight=_finite(self.max_weight),
+            ess=json_number(self.ess),
+            max_weight=json_number(self.max_weight),
             rows=self.rows,
             requests=self.requests,
             bootstrap=self.bootstrap,
             notes=list(self.notes),
         )
         return out
-
-
-def _finite(v: float) -> float | None:
-    """JSON has no NaN: an undefined estimate is null."""
-    return float(v) if np.isfinite(v) else None
 
 
 def evaluate(

@@ -92,13 +92,10 @@ def _groups_text(result: RankingResult) -> str:
 
 
 def _print(result: RankingResult) -> None:
-    from rich.console import Console
+    from evaluation.command_output import console as make_console
+    from evaluation.command_output import rich_table
 
-    from evaluation.oe_command import rich_table
-
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=200)
+    console = make_console()
     console.print(rich_table(f"Ranking by {result.score} against {result.label}", _auc_frame(result)))
     console.print(rich_table(f"At cut-off k, per {result.group}", _at_k_frame(result)))
     console.print(_groups_text(result), highlight=False)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from evaluation.command_output import json_number
 from simulator.logs import LogFormatError, describe_rows, numeric_column
 
 if TYPE_CHECKING:
@@ -178,7 +179,7 @@ class RankingResult:
             "groups_without_positive": self.groups - self.groups_with_positive,
             "groups_with_both_classes": self.groups_with_both_classes,
             "k": self.ks,
-            "metrics": {key: (v if np.isfinite(v) else None) for key, v in self.metrics.items()},
+            "metrics": {key: json_number(v) for key, v in self.metrics.items()},
         }
 
 
