@@ -80,38 +80,7 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray | None) -> float:
     return float(np.sum(numerator)) / den if den > 0 else float("nan")
 
 
-# ---------------------------------------------------------------------------------------------- point estimates
-def logged_value(clicked: np.ndarray) -> float:
-    """The logging policy's own value: the click rate per logged slot."""
-    c = np.asarray(clicked, dtype=np.float64)
-    return float(c.mean()) if len(c) else float("nan")
-
-
-def replay_value(clicked: np.ndarray, probability: np.ndarray) -> tuple[float, int]:
-    """(mean clicked over matched rows, matched rows): unbiased for a deterministic policy when every
-    slot is equally likely to match; NaN when nothing matches."""
-    m = matched_rows(probability)
-    c = np.asarray(clicked, dtype=np.float64)[m]
-    return (float(c.mean()) if len(c) else float("nan")), int(m.sum())
-
-
-def ips_value(clicked: np.ndarray, weights: np.ndarray) -> float:
-    """Inverse propensity scoring: unbiased whenever the logging policy covers the evaluated one."""
-    return _ratio(np.asarray(clicked, dtype=np.float64) * weights, None)
-
-
-def snips_value(clicked: np.ndarray, weights: np.ndarray) -> float:
-    """Self-normalised IPS: slightly biased, but far less variable when a few weights are huge."""
-    return _ratio(np.asarray(clicked, dtype=np.float64) * weights, weights)
-
-
-def dr_value(clicked: np.ndarray, weights: np.ndarray, reward_logged: np.ndarray, direct: np.ndarray) -> float:
-    """Doubly robust: the reward model's value of the policy, corrected by IPS on the model's residuals;
-    unbiased if either the propensities or the model are right, and less variable the better the model."""
-    c = np.asarray(clicked, dtype=np.float64)
-    return _ratio(np.asarray(direct, dtype=np.float64) + weights * (c - reward_logged), None)
-
-
+# ---------------------------------------------------------------------------------------------- diagnostics
 def effective_sample_size(weights: np.ndarray) -> float:
     """``(sum w)^2 / sum w^2``: how many logged rows the weighted estimate is worth (Kish)."""
     w = np.asarray(weights, dtype=np.float64)

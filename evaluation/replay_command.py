@@ -244,6 +244,8 @@ def _by_position(joined: JoinedLog, weights: Any) -> pd.DataFrame:
     import numpy as np
     import pandas as pd
 
+    from evaluation.off_policy import matched_rows
+
     pos = pd.Series(joined.position)
     frame = pd.DataFrame(
         {
@@ -251,7 +253,7 @@ def _by_position(joined: JoinedLog, weights: Any) -> pd.DataFrame:
             "clicked": joined.clicked,
             "cw": joined.clicked * weights,
             "w": weights,
-            "matched": (joined.probability >= 1 - 1e-9).astype(np.float64),
+            "matched": matched_rows(joined.probability).astype(np.float64),
         }
     )
     g = frame.groupby("position", sort=True)

@@ -12,23 +12,36 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from evaluation.off_policy import (
-    cluster_bootstrap,
-    dr_value,
-    effective_sample_size,
-    evaluate,
-    importance_weights,
-    ips_value,
-    logged_value,
-    replay_value,
-    snips_value,
-)
+from evaluation.off_policy import cluster_bootstrap, effective_sample_size, evaluate, importance_weights
 from evaluation.policy_table import PolicyFormatError, join_policy, read_policy, validate_policy
 from simulator.config import SessionConfig, WorldConfig
 from simulator.logs import LogFormatError
 from simulator.session import Simulation
 from simulator.truth import GroundTruth, TruthParams
 from simulator.world import build_world
+
+
+# Each estimator written out from its textbook definition, row by row, independently of the ratio terms
+# `evaluate` computes them from.
+def logged_value(clicked: np.ndarray) -> float:
+    return float(np.mean(clicked))
+
+
+def replay_value(clicked: np.ndarray, probability: np.ndarray) -> tuple[float, int]:
+    matched = np.asarray(probability) >= 1.0 - 1e-9
+    return (float(np.mean(np.asarray(clicked)[matched])) if matched.any() else float("nan")), int(matched.sum())
+
+
+def ips_value(clicked: np.ndarray, weights: np.ndarray) -> float:
+    return float(np.mean(np.asarray(clicked) * weights))
+
+
+def snips_value(clicked: np.ndarray, weights: np.ndarray) -> float:
+    return float(np.sum(np.asarray(clicked) * weights) / np.sum(weights))
+
+
+def dr_value(clicked: np.ndarray, weights: np.ndarray, reward_logged: np.ndarray, direct: np.ndarray) -> float:
+    return float(np.mean(direct + weights * (np.asarray(clicked) - reward_logged)))
 
 
 def policy_frame(request_id, position, item_id, probability, **extra) -> pd.DataFrame:
