@@ -71,7 +71,7 @@ from rankers.registry import ConfigError, load_config
 from rankers.rules.base import RerankContext, RerankRule, Slot
 from rankers.training import NoProgress, Progress, replay
 from services.fpr_service import load_ranker
-from services.fpr_training import TrafficNotFound, load_traffic
+from services.fpr_training import TrafficNotFound, load_events
 from services.model_store import Artifact, ModelNotFound, ModelStore, load_spr
 
 SPR = "spr"
@@ -393,7 +393,7 @@ def ranker_policy_table(
     with progress_bar(disable=not show_progress) as progress:
         task = progress.add_task(f"loading events from {data}", total=None)
         try:
-            events = load_traffic(Path(data)).events
+            events = load_events(Path(data))
         except TrafficNotFound as err:
             raise RankerPolicyError(str(err)) from None
         progress.update(task, total=1, completed=1)

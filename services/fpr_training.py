@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from feedrank.contracts import MemberEvent
 from feedrank.progress import progress_bar
 from feedrank.settings import Settings
 from rankers.registry import load_config
@@ -27,15 +28,23 @@ class TrafficNotFound(FileNotFoundError):
     """A data folder without the files training needs; the message names what is missing."""
 
 
-def load_traffic(data: Path) -> LoggedTraffic:
-    """Events and logged traffic from a ``feedrank simulate`` output folder (or any folder in its format)."""
+def load_events(data: Path) -> list[MemberEvent]:
+    """The member events of a ``feedrank simulate`` output folder (``events.parquet``), in time order
+    (stable: events of one moment keep their file order)."""
     events_path = data / "events.parquet"
-    logs = [p for p in (data / "impressions.parquet", data / "impressions.csv") if p.exists()]
-    if not events_path.exists() or not logs:
-        raise TrafficNotFound(f"{data} needs events.parquet and impressions.parquet (or .csv); run feedrank simulate")
+    if not events_path.exists():
+        raise TrafficNotFound(f"{data} needs events.parquet; run feedrank simulate")
     batches = pq.ParquetFile(events_path).iter_batches(65_536)
     events = [e for b in batches for e in events_to_member_events(pa.Table.from_batches([b]))]
-    return LoggedTraffic(events, read_log(logs[0]), f"data={data}")
+    return sorted(events, key=lambda e: e.timestamp)
+
+
+def load_traffic(data: Path) -> LoggedTraffic:
+    """Events and logged traffic from a ``feedrank simulate`` output folder (or any folder in its format)."""
+    logs = [p for p in (data / "impressions.parquet", data / "impressions.csv") if p.exists()]
+    if not (data / "events.parquet").exists() or not logs:
+        raise TrafficNotFound(f"{data} needs events.parquet and impressions.parquet (or .csv); run feedrank simulate")
+    return LoggedTraffic(load_events(data), read_log(logs[0]), f"data={data}")
 
 
 def train_fpr(
