@@ -40,8 +40,8 @@ class ModelStore:
 
     def exists(self, name: str) -> bool:
         """Whether ``name`` has a current version, without unpickling it."""
-        pointer = self.root / name / "CURRENT"
-        return pointer.exists() and (self.root / name / pointer.read_text().strip() / "model.joblib").exists()
+        version = self.current(name)
+        return version is not None and (self.root / name / version / "model.joblib").exists()
 
     def versions(self, name: str) -> list[str]:
         """Saved versions of ``name``, oldest first (a version's name starts with its UTC save time)."""
@@ -51,15 +51,15 @@ class ModelStore:
         return sorted(p.name for p in folder.iterdir() if (p / "model.joblib").exists())
 
     def current(self, name: str) -> str | None:
+        """The version ``CURRENT`` points at, or None before the first save."""
         pointer = self.root / name / "CURRENT"
         return pointer.read_text().strip() if pointer.exists() else None
 
     def load(self, name: str, version: str | None = None) -> Artifact:
         if version is None:
-            pointer = self.root / name / "CURRENT"
-            if not pointer.exists():
+            version = self.current(name)
+            if version is None:
                 raise ModelNotFound(f"no {name!r} model under {self.root}; train one with `feedrank train {name}`")
-            version = pointer.read_text().strip()
         folder = self.root / name / version
         if not (folder / "model.joblib").exists():
             raise ModelNotFound(f"{name!r} model version {version!r} not found under {self.root / name}")
