@@ -3,13 +3,17 @@
     python -m benchmarks.bench_feed_quality                    # 2,000 members, 20,000 requests, 400 evaluated
     python -m benchmarks.bench_feed_quality --json out.json    # also the full report as JSON
     python -m benchmarks.bench_feed_quality --smoke            # a tiny world and small models, seconds
+    python -m benchmarks.bench_feed_quality --calibration-only --members 6000 --requests 180000
+                                                               # the SPR's held-out O/E only, on a big world
 
 Simulates a world, trains every configured FPR on the first half of its time and the second pass on the
 next 20% (stacked: the SPR learns from out-of-sample FPR scores), and
 for held-out feed requests builds the feed as the mixer would (``evaluation.feed_oracle``). Rankings
 of the same candidates are scored by expected engagement under the ground truth (expected clicks on a
 slate of 10) and NDCG@10 against the oracle's ordering; the SPR's calibration (O/E) on the held-out
-rows is shown overall and per source, against the clicks and against the truth's click probability.
+rows is shown overall and per source, against the clicks (with its 95% interval) and against the
+truth's click probability. ``--calibration-only`` stops after training: a world large enough for the
+held-out clicks to pin O/E to a few percent per source costs too much to replay request by request.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.bench_simulator import machine
-from evaluation.feed_oracle import ORACLE, evaluate_feed
+from evaluation.feed_oracle import ORACLE, evaluate_feed, train_system
 from evaluation.fpr_oracle import simulate
 from feedrank.progress import progress_bar
 
@@ -46,21 +50,31 @@ def run(
     rule_ablation: bool = True,
     fpr_frac: float = 0.5,
     train_frac: float = 0.7,
+    calibration_only: bool = False,
+    days: float = 7.0,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     with progress_bar() as progress:
-        sw = simulate(members=members, requests=requests, seed=seed, progress=progress)
+        sw = simulate(members=members, requests=requests, days=days, seed=seed, progress=progress)
         t_sim = time.perf_counter() - t0
-        report = evaluate_feed(
-            sw,
-            train_frac=train_frac,
-            fpr_frac=fpr_frac,
-            n_requests=eval_requests,
-            seed=seed,
-            progress=progress,
-            params=params,
-            rule_ablation=rule_ablation,
-        )
+        if calibration_only:
+            system = train_system(sw, train_frac, params=params, progress=progress, fpr_frac=fpr_frac)
+            report = {
+                "spr_holdout": system.spr_holdout,
+                "fpr_train_metrics": system.fpr_metrics,
+                "world": {"description": sw.traffic.description, "events": len(sw.traffic.events)},
+            }
+        else:
+            report = evaluate_feed(
+                sw,
+                train_frac=train_frac,
+                fpr_frac=fpr_frac,
+                n_requests=eval_requests,
+                seed=seed,
+                progress=progress,
+                params=params,
+                rule_ablation=rule_ablation,
+            )
     report["machine"] = machine()
     report["args"] = {
         "members": members,
@@ -69,6 +83,7 @@ def run(
         "seed": seed,
         "fpr_frac": fpr_frac,
         "train_frac": train_frac,
+        "days": days,
     }
     report["params"] = params or {}
     report["wall_s"] = {"simulate": round(t_sim, 1), "total": round(time.perf_counter() - t0, 1)}
@@ -84,6 +99,18 @@ def render(report: dict[str, Any], console: Console | None = None) -> None:
         console = Console()
         if not console.is_terminal:  # piped to a file: wide enough for the tables' columns
             console = Console(width=140)
+    if "rankings" in report:
+        render_feed(report, console)
+    render_calibration(report, console)
+    console.print(f"machine: {report['machine']}; wall time: {report['wall_s']}")
+
+
+def _ci(m: dict[str, Any]) -> str:
+    low, high = m.get("o_over_e_ci", (float("nan"), float("nan")))
+    return f"{low:.3f}-{high:.3f}"
+
+
+def render_feed(report: dict[str, Any], console: Console) -> None:
     k = report["k"]
     rankings = report["rankings"]
     system = rankings["system"]["expected_engagement"]
@@ -123,16 +150,25 @@ def render(report: dict[str, Any], console: Console | None = None) -> None:
                 rule, _f(m["expected_engagement"]), _f(m["share_of_oracle"]), _f(m[f"ndcg@{k}"]), f"{effect:+.3f}"
             )
         console.print(abl)
+    share = ", ".join(f"{s} {v:.0%}" for s, v in report["feed_share_by_source"].items())
+    console.print(f"feed slots by source: {share}; mean feed size {report['mean_feed_size']:.1f}")
+    console.print(f"dropped by rule (items): {report['dropped_by_rule']}")
+    console.print(f"feed violations: {report['feed_violations']}; explored requests: {report['explored_requests']}")
 
+
+def render_calibration(report: dict[str, Any], console: Console) -> None:
     spr = report["spr_holdout"]
     cal = Table(
         title=(
             f"SPR on held-out rows: AUC {spr['auc']:.3f}, log loss {spr['log_loss']:.4f} "
             f"({spr['rows_train']:.0f} train rows, {spr['rows_test']:.0f} held out)"
         ),
-        caption="O/E > 1: the SPR under-predicts. Against true_p: the same ratio without the clicks' sampling noise.",
+        caption=(
+            "O/E > 1: the SPR under-predicts. 95% interval: clustered by request, the clicks' sampling noise alone. "
+            "Against true_p: the same ratio without that noise."
+        ),
     )
-    for col in ("source", "rows", "engaged", "O/E (clicks)", "O/E (true_p)"):
+    for col in ("source", "rows", "engaged", "O/E (clicks)", "95% interval", "O/E (true_p)"):
         cal.add_column(col, justify="left" if col == "source" else "right")
     for src, m in spr["by_source"].items():
         cal.add_row(
@@ -140,6 +176,7 @@ def render(report: dict[str, Any], console: Console | None = None) -> None:
             f"{m['rows']:.0f}",
             f"{m['engaged']:.0f}",
             _f(m["o_over_e"]),
+            _ci(m),
             _f(m.get("o_over_e_true_p", float("nan"))),
         )
     engaged = sum(m["engaged"] for m in spr["by_source"].values())
@@ -148,6 +185,7 @@ def render(report: dict[str, Any], console: Console | None = None) -> None:
         f"{spr['rows_test']:.0f}",
         f"{engaged:.0f}",
         _f(spr["o_over_e"]),
+        _ci(spr),
         _f(spr.get("o_over_e_true_p", float("nan"))),
         style="bold",
     )
@@ -162,11 +200,6 @@ def render(report: dict[str, Any], console: Console | None = None) -> None:
                 if key in rates["held_out"]
             )
         )
-    share = ", ".join(f"{s} {v:.0%}" for s, v in report["feed_share_by_source"].items())
-    console.print(f"feed slots by source: {share}; mean feed size {report['mean_feed_size']:.1f}")
-    console.print(f"dropped by rule (items): {report['dropped_by_rule']}")
-    console.print(f"feed violations: {report['feed_violations']}; explored requests: {report['explored_requests']}")
-    console.print(f"machine: {report['machine']}; wall time: {report['wall_s']}")
 
 
 def main() -> None:
@@ -176,15 +209,28 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=20_000, help="simulated feed requests (logged traffic)")
     p.add_argument("--eval-requests", type=int, default=400, help="held-out requests whose feeds are evaluated")
     p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--days", type=float, default=7.0, help="simulated time; the world starts empty")
     p.add_argument("--fpr-frac", type=float, default=0.5, help="FPRs train on traffic before this share of time")
     p.add_argument(
         "--train-frac", type=float, default=0.7, help="the SPR trains up to this share; the rest is held out"
     )
     p.add_argument("--no-ablation", action="store_true", help="skip the per-rule ablation")
+    p.add_argument("--calibration-only", action="store_true", help="train and report the SPR's held-out O/E; no feeds")
     p.add_argument("--json", type=Path, help="write the full report here")
     args = p.parse_args()
     if args.smoke:
-        report = run(300, 3000, 60, args.seed, SMOKE_PARAMS, not args.no_ablation, args.fpr_frac, args.train_frac)
+        report = run(
+            300,
+            3000,
+            60,
+            args.seed,
+            SMOKE_PARAMS,
+            not args.no_ablation,
+            args.fpr_frac,
+            args.train_frac,
+            args.calibration_only,
+            args.days,
+        )
     else:
         report = run(
             args.members,
@@ -194,6 +240,8 @@ def main() -> None:
             rule_ablation=not args.no_ablation,
             fpr_frac=args.fpr_frac,
             train_frac=args.train_frac,
+            calibration_only=args.calibration_only,
+            days=args.days,
         )
     render(report)
     if args.json:

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.fpr_oracle import SimulatedWorld, held_out, held_out_requests
+from evaluation.observed_expected import ratio_stats
 from features.families import apply_event, rows_of
 from features.training_set import build_training_set, stored_columns
 from feedrank.contracts import Candidate, ItemType, MemberEvent
@@ -146,6 +147,21 @@ class TrainedSystem:
     rows: pd.DataFrame  # the SPR's point-in-time rows, all of them, in time order
 
 
+def add_oe_intervals(report: dict[str, Any], test: pd.DataFrame, p: np.ndarray) -> None:
+    """The 95% interval of each O/E against the clicks (``o_over_e_ci``, clustered by request): how far
+    from 1 the held-out clicks alone would put a perfectly calibrated model."""
+    if not len(test):
+        return
+    label = test["label"].to_numpy(dtype=np.float64)
+    requests = pd.factorize(test["request_id"])[0]
+    overall = ratio_stats(label, p, None, requests).iloc[0]
+    report["o_over_e_ci"] = [float(overall["ci_low"]), float(overall["ci_high"])]
+    sources, names = pd.factorize(test["source"])
+    per_source = ratio_stats(label, p, sources, requests, len(names))
+    for name, row in zip(names, per_source.itertuples(), strict=True):
+        report["by_source"][str(name)]["o_over_e_ci"] = [float(row.ci_low), float(row.ci_high)]
+
+
 def train_system(
     sw: SimulatedWorld,
     train_frac: float = 0.7,
@@ -191,7 +207,9 @@ def train_system(
     train = rows[(rows["timestamp"] >= fpr_split) & (rows["timestamp"] < split)]
     test = rows[rows["timestamp"] >= split]
     spr = SecondPassRanker(C=spr_C).fit(train, train["label"].to_numpy())
-    report = {"rows_train": float(len(train)), **calibration_report(test, spr.predict_proba(test)[:, 1])}
+    p_test = spr.predict_proba(test)[:, 1]
+    report = {"rows_train": float(len(train)), **calibration_report(test, p_test)}
+    add_oe_intervals(report, test, p_test)
     # the click rates either side of the split: a world whose rates drift moves O/E by itself
     report["base_rates"] = {
         part: {"label": float(df["label"].mean()), **({"true_p": float(df["true_p"].mean())} if "true_p" in df else {})}

@@ -183,6 +183,12 @@ def test_spr_holdout_reports_calibration_per_source(evaluated, system: TrainedSy
         assert 0.5 < spr[key] < 2.0, key
         for src, m in spr["by_source"].items():
             assert math.isfinite(m[key]) and m[key] > 0, (src, key)
+    # the clicks' 95% interval brackets the point estimate, and a slice's is wider than the whole's
+    for m in (spr, *spr["by_source"].values()):
+        low, high = m["o_over_e_ci"]
+        assert 0 < low < m["o_over_e"] < high
+    width = spr["o_over_e_ci"][1] - spr["o_over_e_ci"][0]
+    assert all(m["o_over_e_ci"][1] - m["o_over_e_ci"][0] > width for m in spr["by_source"].values())
     # held out means after the split, in time
     assert (system.rows["timestamp"] >= system.split).sum() == spr["rows_test"]
 
