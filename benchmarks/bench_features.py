@@ -21,6 +21,7 @@ import re
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 import redis
 
@@ -204,12 +205,15 @@ def main() -> None:
     p.add_argument("--backlog", type=int, default=100_000, help="events for the throughput run")
     p.add_argument("--rate", type=float, default=5_000, help="offered events/s for the freshness run")
     p.add_argument("--seconds", type=float, default=20, help="length of the freshness run")
+    p.add_argument("--json", type=Path, help="also write the result here")
     args = p.parse_args()
     res = run(5_000, 500, 3) if args.smoke else run(args.backlog, args.rate, args.seconds)
     window = res.pop("freshness_window")
     res["freshness_p50_ms"] = round(1000 * quantile_from_histogram(window, FRESHNESS, 0.5), 1)
     res["freshness_p99_ms"] = round(1000 * quantile_from_histogram(window, FRESHNESS, 0.99), 1)
     print(json.dumps(res, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2))
 
 
 if __name__ == "__main__":

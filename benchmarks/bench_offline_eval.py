@@ -115,12 +115,20 @@ def render(report: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="2,000 requests (20,000 rows), one timed run")
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--json", nargs="?", const="-", type=str, metavar="PATH", help="the result as JSON: to stdout, or to PATH"
+    )
     args = parser.parse_args()
-    report = run(args.requests, args.repeat)
-    print(json.dumps(report, indent=2)) if args.json else render(report)
+    report = run(2_000, 1) if args.smoke else run(args.requests, args.repeat)
+    if args.json is None or args.json != "-":
+        render(report)
+    if args.json == "-":
+        print(json.dumps(report, indent=2))
+    elif args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

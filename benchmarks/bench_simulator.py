@@ -74,9 +74,12 @@ def run(sizes: list[tuple[int, int]]) -> list[dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--smoke", action="store_true")
+    p.add_argument("--json", type=Path, help="also write the result here")
     args = p.parse_args()
     print(f"machine: {machine()}; one core")
-    run(SMOKE if args.smoke else FULL)
+    rows = run(SMOKE if args.smoke else FULL)
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "runs": rows}, indent=2))
 
 
 if __name__ == "__main__":

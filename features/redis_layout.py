@@ -33,6 +33,26 @@ _STRING = ValueType.STRING
 _ENTITY_HEAD: dict[str, tuple[bytes, list[int]]] = {}
 
 
+# Every HMGET of one feed request, run inside Redis by one EVALSHA. KEYS: the keys, view by view; ARGV:
+# per view, its key count, its field count, then its fields. The same replies as pipelined HMGETs (a
+# missing field is nil), but one command to encode and one nested reply for hiredis to parse: with 400
+# candidates (about 2,000 keys) redis-py's per-command work in a pipeline took 40% of the mixer's CPU.
+HMGET_MANY = """
+local out, k, a = {}, 1, 1
+while a <= #ARGV do
+  local nkeys, nfields = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local fields = {}
+  for f = 1, nfields do fields[f] = ARGV[a + 1 + f] end
+  a = a + 2 + nfields
+  for _ = 1, nkeys do
+    out[#out + 1] = redis.call('HMGET', KEYS[k], unpack(fields))
+    k = k + 1
+  end
+end
+return out
+"""
+
+
 class FeastRedisLayout:
     """Keys and fields of every view, computed once; entity keys cached (hot members and items repeat)."""
 
@@ -51,6 +71,7 @@ class FeastRedisLayout:
             raise ValueError(f"entity_key_serialization_version {self.version}: only version 3 is supported")
         self.project_bytes = self.project.encode()
         self._keys: dict[tuple[str, tuple[str, ...]], bytes] = {}
+        self._hmget_many = client.register_script(HMGET_MANY)
         self._hset = {
             view.name: HsetEncoder(view, self.fields[view.name], self.ts_field[view.name], self.project_bytes)
             for view in VIEWS
@@ -103,25 +124,28 @@ class FeastRedisLayout:
     ) -> list[tuple[View, list[bytes], np.ndarray]]:
         """For each view: its distinct keys and, per candidate, the index of the key it reads."""
         out = []
+        columns = {"member_id": [member_id] * len(candidates)}
+        columns["item_id"], columns["item_type"], columns["actor_id"] = (
+            (list(c) for c in zip(*candidates, strict=True)) if candidates else ([], [], [])
+        )
         for view in VIEWS:
-            ents = [
-                tuple({"member_id": member_id, "item_id": i, "item_type": t, "actor_id": a}[k] for k in view.join_keys)
-                for i, t, a in candidates
-            ]
+            ents = list(zip(*(columns[k] for k in view.join_keys), strict=True))
             uniq: dict[tuple[str, ...], int] = {}
             idx = np.fromiter((uniq.setdefault(e, len(uniq)) for e in ents), dtype=np.int64, count=len(ents))
             out.append((view, [self.key(view, e) for e in uniq], idx))
         return out
 
     def read(self, member_id: str, candidates: Sequence[tuple[str, str, str]]) -> pd.DataFrame:
-        """Stored features (``view__column``) of the member and each candidate, in one pipelined round trip."""
+        """Stored features (``view__column``) of the member and each candidate, in one round trip: one
+        script call runs every HMGET inside Redis (see ``HMGET_MANY``)."""
         plan = self.request_keys(member_id, candidates)
-        pipe = self.client.pipeline(transaction=False)
-        for view, keys, _ in plan:
+        keys: list[bytes] = []
+        args: list[bytes | int] = []
+        for view, view_keys, _ in plan:
             fields = self.fields[view.name]
-            for k in keys:
-                pipe.hmget(k, fields)
-        replies = pipe.execute()
+            keys += view_keys
+            args += [len(view_keys), len(fields), *fields]
+        replies = self._hmget_many(keys=keys, args=args) if keys else []
         columns: dict[str, np.ndarray] = {}
         at = 0
         for view, keys, idx in plan:

@@ -46,11 +46,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _serve_one(args: argparse.Namespace) -> int:
-    from services.runtime import setup_logging, stop_event
+    from services.runtime import limit_native_threads, setup_logging, stop_event
 
     s = get_settings()
     name: str = args.service
     setup_logging(name)
+    limit_native_threads(s.service_threads)
     if name == "features":
         from features.app import main
 
@@ -442,7 +443,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--requests", type=int, default=3000, help="simulated feed requests")
     demo.add_argument("--feeds", type=int, default=3)
     demo.set_defaults(func=_demo)
+
+    from benchmarks import suite
+
+    bench = sub.add_parser(
+        "bench",
+        help="the benchmark suite: feed latency, feature throughput and freshness, reads, evaluation",
+        description=suite.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    suite.add_arguments(bench)
+    bench.set_defaults(func=_bench)
     return p
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from benchmarks import suite
+
+    return suite.run(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     # member-events (with the feed's request_id); served items still unseen after this window are dropped.
     impression_window_s: float = Field(default=300.0, gt=0)
     max_message_bytes: int = Field(default=1_000_000, ge=1024)
+    # Each FPR answer carries every candidate's scorer features too (for logging or debugging). Off by
+    # default: the mixer reads only the scores, and parsing 400 candidates' features cost the mixer
+    # more than scoring them.
+    fpr_send_features: bool = False
+    # Native threads (BLAS, OpenMP, torch) per service process: each request's matrix products are
+    # small, and pools sized to the machine both slow them down and steal the other services' cores.
+    service_threads: int = Field(default=1, ge=1, le=256)
 
     @field_validator("topic_prefix")
     @classmethod

@@ -58,7 +58,12 @@ class FirstPassRanker:
             ids = list(self.cold_start.candidates(inv, member_id, now))
         return ids
 
-    def top_k(self, inv: Inventory, member_id: str, now: float, k: int | None = None) -> list[Candidate]:
+    def top_k(
+        self, inv: Inventory, member_id: str, now: float, k: int | None = None, with_features: bool = False
+    ) -> list[Candidate]:
+        """The best ``k`` candidates, best first. ``with_features`` attaches what the scorer used to each
+        (for logging or debugging; the mixer reads only the scores, and on the wire the features cost
+        more to encode and parse than the scores themselves)."""
         k = self.k if k is None else k
         ids = self.candidate_ids(inv, member_id, now)
         if not ids or k <= 0:
@@ -66,6 +71,8 @@ class FirstPassRanker:
         scores, feats = self.scorer.score(inv, member_id, ids, now)
         scores = np.clip(np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0), 0.0, 1.0)
         top = top_indices(scores, k)
+        if not with_features:
+            return [self._candidate(inv, ids[i], float(scores[i]), {}) for i in top]
         return [self._candidate(inv, ids[i], float(scores[i]), {n: float(v[i]) for n, v in feats.items()}) for i in top]
 
     def _candidate(self, inv: Inventory, item_id: str, score: float, feats: dict[str, float]) -> Candidate:

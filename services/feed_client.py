@@ -9,7 +9,7 @@ from confluent_kafka import TopicPartition
 
 from feedrank.contracts import ContractError, FeedRequest, RankedFeed, Topic, parse
 from feedrank.settings import Settings
-from services.kafka_io import make_consumer, make_producer, topic
+from services.kafka_io import REQUEST_PATH, make_consumer, make_producer, topic
 
 
 class FeedTimeout(TimeoutError):
@@ -21,7 +21,7 @@ class FeedClient:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._producer = make_producer(settings)
+        self._producer = make_producer(settings, **REQUEST_PATH)
         self._consumer = make_consumer(settings, f"feed-client-{uuid.uuid4().hex}")
         feeds = topic(settings, Topic.RANKED_FEEDS)
         parts = self._consumer.list_topics(feeds, timeout=10).topics[feeds].partitions

@@ -19,9 +19,9 @@ from rankers.fpr import FirstPassRanker
 from rankers.inventory import Inventory
 from rankers.registry import FprSpec, load_config
 from services.inventory_follower import InventoryFollower
-from services.kafka_io import ensure_topics, make_consumer, make_producer, topic
+from services.kafka_io import REQUEST_PATH, ensure_topics, make_consumer, make_producer, topic
 from services.model_store import Artifact, ModelNotFound, ModelStore
-from services.runtime import setup_logging, stop_event
+from services.runtime import limit_native_threads, setup_logging, stop_event
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class FprService:
 
     def answer(self, request: FeedRequest, now: float | None = None) -> FprCandidates:
         now = time.time() if now is None else now
-        cands = self.ranker.top_k(self.inventory, request.member_id, now)
+        cands = self.ranker.top_k(self.inventory, request.member_id, now, with_features=self.settings.fpr_send_features)
         return FprCandidates(
             request_id=request.request_id,
             member_id=request.member_id,
@@ -53,7 +53,7 @@ class FprService:
         follower = InventoryFollower(s, f"fpr-{self.ranker.name}-inventory", self.inventory)
         req_consumer = make_consumer(s, f"fpr-{self.ranker.name}")
         req_consumer.subscribe([topic(s, Topic.FEED_REQUESTS)])
-        producer = make_producer(s)
+        producer = make_producer(s, **REQUEST_PATH)
         out_topic = topic(s, Topic.FPR_CANDIDATES)
         replayed = follower.start(stop)
         log.info(
@@ -81,8 +81,10 @@ class FprService:
                     self.answered += 1
                 producer.poll(0)
                 if msgs:
+                    # answers delivered before their requests' offsets are committed (at least once);
+                    # the commit itself need not hold up the next request
                     producer.flush(10)
-                    req_consumer.commit(asynchronous=False)
+                    req_consumer.commit(asynchronous=True)
         finally:
             producer.flush(10)
             req_consumer.close()
@@ -139,4 +141,6 @@ def main(name: str) -> None:
     from feedrank.settings import get_settings
 
     setup_logging(f"fpr-{name}")
-    build_service(get_settings(), name).run(stop_event())
+    settings = get_settings()
+    limit_native_threads(settings.service_threads)
+    build_service(settings, name).run(stop_event())

@@ -33,7 +33,7 @@ from rankers.registry import ConfigError, load_config
 from services.feed_state import ExplanationStore, ServedStore
 from services.impression_log import ImpressionJoiner, ImpressionLogWriter
 from services.inventory_follower import InventoryFollower
-from services.kafka_io import DeadLetterSink, ensure_topics, make_consumer, make_producer, topic
+from services.kafka_io import REQUEST_PATH, DeadLetterSink, ensure_topics, make_consumer, make_producer, topic
 from services.model_store import ModelStore, load_spr
 
 log = logging.getLogger(__name__)
@@ -250,7 +250,7 @@ class MixerService:
         writer = ImpressionLogWriter(s.impression_dir, self.worker.replace(":", "-"))
         follower = InventoryFollower(s, f"mixer-inventory-{self.worker}", catalog, on_event=joiner.observe)
         mixer = self._build_mixer(catalog, s.redis_client())
-        producer = make_producer(s)
+        producer = make_producer(s, **REQUEST_PATH)
         dead = DeadLetterSink(s, producer, "mixer")
         consumer = make_consumer(s, "mixer")
         req_topic, cand_topic = topic(s, Topic.FEED_REQUESTS), topic(s, Topic.FPR_CANDIDATES)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 import threading
 
 from confluent_kafka import Consumer, TopicPartition
@@ -13,6 +15,25 @@ log = logging.getLogger(__name__)
 
 def setup_logging(service: str, level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
+
+
+NATIVE_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def limit_native_threads(n: int) -> None:
+    """Cap the BLAS, OpenMP and torch thread pools of this process at ``n`` (variables already set in
+    the environment win for libraries loaded later).
+
+    Services score small batches per request. On the 2-core machine the jobs tower's product over 200
+    jobs took 4.3 ms with OpenBLAS's default two threads and 0.17 ms with one, and the idle pool
+    threads of six processes spin on the cores the other services need."""
+    from threadpoolctl import threadpool_limits
+
+    for var in NATIVE_THREAD_VARS:
+        os.environ.setdefault(var, str(n))
+    threadpool_limits(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
 
 
 def stop_event() -> threading.Event:

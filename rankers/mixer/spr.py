@@ -137,8 +137,11 @@ class SecondPassRanker(ClassifierMixin, BaseEstimator):
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """Each family's additive share of the logit, per row, relative to the average training row
         (features are standardised); with ``intercept`` they sum to the logit."""
-        parts = pd.DataFrame(self._scaled_terms(X), columns=self.columns_, index=X.index)
-        out = pd.DataFrame({fam: parts[cols].sum(axis=1) for fam, cols in self.families_.items()})
+        terms = self._scaled_terms(X)
+        at = {c: i for i, c in enumerate(self.columns_)}
+        out = pd.DataFrame(
+            {fam: terms[:, [at[c] for c in cols]].sum(axis=1) for fam, cols in self.families_.items()}, index=X.index
+        )
         out["intercept"] = self.pipeline_.named_steps["lr"].intercept_[0]
         return out
 

@@ -178,7 +178,7 @@ def test_trained_fpr_scores_are_probabilities_and_unknowns_are_no_history(world:
     now = inv.latest
     ranker = build(model=trained.scorer, k=100)
     member = next(iter(inv.members))
-    cands = ranker.top_k(inv, member, now)
+    cands = ranker.top_k(inv, member, now, with_features=True)
     assert cands and all(0.0 <= c.score <= 1.0 for c in cands)
     assert [c.score for c in cands] == sorted((c.score for c in cands), reverse=True)
     assert {"text_cos", "p2v_max", "seniority_gap", "job_ctr", "tower_logit"} <= set(cands[0].features)
