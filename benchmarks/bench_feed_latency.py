@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import psutil
-from confluent_kafka import TopicPartition
 
 from features.store import drop_online_rows
 from feedrank import infra
@@ -49,6 +48,7 @@ from services.demo import prepare, wait_until_serving
 from services.feed_client import FeedClient
 from services.feed_state import ExplanationStore
 from services.kafka_io import REQUEST_PATH, drop_topics, make_consumer, make_producer, topic
+from services.runtime import assign_at_end
 from services.supervisor import Supervisor, pipeline_services
 from services.traffic import SimulatedTraffic
 from services.traffic_service import publish_traffic
@@ -107,13 +107,7 @@ class FeedReceiver(threading.Thread):
     def __init__(self, settings: Settings) -> None:
         super().__init__(daemon=True)
         self.consumer = make_consumer(settings, f"bench-receiver-{uuid.uuid4().hex}")
-        feeds = topic(settings, Topic.RANKED_FEEDS)
-        parts = self.consumer.list_topics(feeds, timeout=10).topics[feeds].partitions
-        tps = []
-        for p in parts:
-            _, high = self.consumer.get_watermark_offsets(TopicPartition(feeds, p), timeout=10)
-            tps.append(TopicPartition(feeds, p, high))
-        self.consumer.assign(tps)
+        assign_at_end(self.consumer, topic(settings, Topic.RANKED_FEEDS))
         self.arrived: dict[str, float] = {}
         self.feeds: dict[str, dict[str, Any]] = {}
         self.stop = threading.Event()

@@ -5,11 +5,10 @@ from __future__ import annotations
 import time
 import uuid
 
-from confluent_kafka import TopicPartition
-
 from feedrank.contracts import ContractError, FeedRequest, RankedFeed, Topic, parse
 from feedrank.settings import Settings
 from services.kafka_io import REQUEST_PATH, make_consumer, make_producer, topic
+from services.runtime import assign_at_end
 
 
 class FeedTimeout(TimeoutError):
@@ -23,13 +22,7 @@ class FeedClient:
         self.settings = settings
         self._producer = make_producer(settings, **REQUEST_PATH)
         self._consumer = make_consumer(settings, f"feed-client-{uuid.uuid4().hex}")
-        feeds = topic(settings, Topic.RANKED_FEEDS)
-        parts = self._consumer.list_topics(feeds, timeout=10).topics[feeds].partitions
-        tps = []
-        for p in parts:
-            _, high = self._consumer.get_watermark_offsets(TopicPartition(feeds, p), timeout=10)
-            tps.append(TopicPartition(feeds, p, high))
-        self._consumer.assign(tps)
+        assign_at_end(self._consumer, topic(settings, Topic.RANKED_FEEDS))
         self._waiting: dict[str, RankedFeed | None] = {}
 
     def request(self, member_id: str, feed_size: int | None = None) -> FeedRequest:

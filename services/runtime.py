@@ -49,6 +49,16 @@ def stop_event() -> threading.Event:
     return stop
 
 
+def assign_at_end(consumer: Consumer, topic: str, timeout_s: float = 10.0) -> None:
+    """Read a topic from its current end, outside any group: only messages produced from now on."""
+    partitions = consumer.list_topics(topic, timeout=timeout_s).topics[topic].partitions
+    tps = []
+    for p in partitions:
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+        tps.append(TopicPartition(topic, p, high))
+    consumer.assign(tps)
+
+
 def assign_from_beginning(consumer: Consumer, topic: str, timeout_s: float = 10.0) -> int:
     """Read a whole topic outside any group (a private, rebuildable view); returns the partition count."""
     md = consumer.list_topics(topic, timeout=timeout_s)
