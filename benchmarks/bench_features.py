@@ -20,17 +20,17 @@ import random
 import re
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 
 import redis
 
 from benchmarks.bench_simulator import machine
-from features.store import apply_definitions, drop_online_rows
+from benchmarks.namespace import drop_run, run_settings
+from features.store import apply_definitions
 from feedrank import infra
 from feedrank.contracts import EventType, ItemType, MemberEvent, Topic
 from feedrank.settings import Settings
-from services.kafka_io import LagProbe, drop_topics, ensure_topics, make_producer, topic
+from services.kafka_io import LagProbe, ensure_topics, make_producer, topic
 from services.supervisor import Supervisor
 
 
@@ -121,15 +121,7 @@ def wait_caught_up(s: Settings, group: str, timeout_s: float) -> float:
 def run(n_backlog: int, rate: float, seconds: float) -> dict:
     base = Settings()
     infra.up(base)
-    run_id = uuid.uuid4().hex[:8]
-    s = Settings(
-        **{
-            **base.model_dump(),
-            "topic_prefix": f"bench-{run_id}-",
-            "feast_project": f"bench_{run_id}",
-            "features_metrics_port": 9118,
-        }
-    )
+    s = run_settings(base, features_metrics_port=9118)
     ensure_topics(s)
     apply_definitions(s)
     group = f"{s.topic_prefix}feedrank-features"
@@ -192,10 +184,7 @@ def run(n_backlog: int, rate: float, seconds: float) -> dict:
         result.update(rate_offered=rate, rate_achieved=round(sent / sending_s), measured_events=int(rate * seconds))
         result["freshness_window"] = histogram_difference(after, before, FRESHNESS)
         assert sup.dead() == {}, sup.dead()
-    # The run's rows and topics go, so repeated runs start from the same Redis and Kafka (a Redis grown
-    # by earlier runs spends minutes rewriting its append-only file, on the cores the service uses).
-    drop_online_rows(s, s.feast_project)
-    drop_topics(s)
+    drop_run(s)
     return result
 
 

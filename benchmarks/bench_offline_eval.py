@@ -123,7 +123,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     report = run(2_000, 1) if args.smoke else run(args.requests, args.repeat)
-    if args.json is None or args.json != "-":
+    if args.json != "-":
         render(report)
     if args.json == "-":
         print(json.dumps(report, indent=2))

@@ -177,6 +177,14 @@ def _fmt(x: float, unit: str) -> str:
     return f"{x:,.0f} {unit}"
 
 
+def cells(r: dict[str, Any], no: str = "no") -> tuple[str, str, str, str]:
+    """One summary row as (target, goal, measured, met) text; ``no`` is how a missed target reads."""
+    sign = ">=" if r["higher_is_better"] else "<="
+    goal = f"{sign} {_fmt(r['goal'], r['unit'])}" if r["goal"] else ""
+    met = "" if r["met"] is None else ("yes" if r["met"] else no)
+    return r["target"], goal, _fmt(r["measured"], r["unit"]), met
+
+
 def markdown(summary: dict[str, Any]) -> str:
     mode = "smoke run (small settings, not comparable to the targets)" if summary["smoke"] else "full run"
     lines = [
@@ -186,11 +194,7 @@ def markdown(summary: dict[str, Any]) -> str:
         "| target | goal | measured | met |",
         "|---|---:|---:|:---:|",
     ]
-    for r in summary["targets"]:
-        sign = ">=" if r["higher_is_better"] else "<="
-        goal = f"{sign} {_fmt(r['goal'], r['unit'])}" if r["goal"] else ""
-        met = "" if r["met"] is None else ("yes" if r["met"] else "**no**")
-        lines.append(f"| {r['target']} | {goal} | {_fmt(r['measured'], r['unit'])} | {met} |")
+    lines += ["| " + " | ".join(cells(r, no="**no**")) + " |" for r in summary["targets"]]
     return "\n".join(lines) + "\n"
 
 
@@ -241,10 +245,7 @@ def run(args: argparse.Namespace) -> int:
     for col in ("target", "goal", "measured", "met"):
         table.add_column(col, justify="left" if col == "target" else "right")
     for r in summary["targets"]:
-        sign = ">=" if r["higher_is_better"] else "<="
-        met = "" if r["met"] is None else ("yes" if r["met"] else "no")
-        goal = f"{sign} {_fmt(r['goal'], r['unit'])}" if r["goal"] else ""
-        table.add_row(r["target"], goal, _fmt(r["measured"], r["unit"]), met)
+        table.add_row(*cells(r))
     console.print(table)
     if args.write:
         write_section(REPO_ROOT / "BENCHMARKS.md", body)
