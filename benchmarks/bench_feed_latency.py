@@ -19,8 +19,10 @@ omission). The first ``--warmup`` seconds are sent but not counted. A request wi
 ``--timeout`` seconds of the end counts as lost.
 
 Reports p50/p95/p99/max latency, the throughput of feeds received, lost requests, feeds that failed
-open (an FPR missing at the deadline), the mixer's own gather-to-publish time (``gather_ms``), the
-candidates per request, and each process's CPU share over the measured window.
+open (an FPR missing at the deadline), where the time went (the mixer's gather-to-publish time,
+``gather_ms``, split into waiting for the FPRs and mixing once the answers were in; the rest is the
+request's way to the mixer and the feed's way back), the candidates per request, and each process's
+CPU share over the measured window.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from feedrank.settings import Settings
 from services.demo import prepare, wait_until_serving
 from services.feed_client import FeedClient
 from services.feed_state import ExplanationStore
-from services.kafka_io import REQUEST_PATH, make_consumer, make_producer, topic
+from services.kafka_io import REQUEST_PATH, consume_ready, make_consumer, make_producer, topic
 from services.runtime import assign_at_end
 from services.supervisor import Supervisor, pipeline_services
 from services.traffic import SimulatedTraffic
@@ -107,7 +109,7 @@ class FeedReceiver(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            for m in self.consumer.consume(num_messages=500, timeout=0.05):
+            for m in consume_ready(self.consumer, 500, 0.05):
                 if m.error():
                     continue
                 now = time.monotonic()
@@ -119,6 +121,7 @@ class FeedReceiver(threading.Thread):
                         "items": len(doc.get("items", ())),
                         "missing": doc.get("sources_missing", []),
                         "gather_ms": doc.get("gather_ms", 0.0),
+                        "mix_ms": doc.get("mix_ms", 0.0),
                     }
         self.consumer.close()
 
@@ -228,10 +231,11 @@ def run(spec: LoadSpec, base: Settings | None = None) -> dict[str, Any]:
     first_counted = min(scheduled.values()) + spec.warmup
     counted = {rid: at for rid, at in scheduled.items() if at >= first_counted}
     got = {rid: receiver.arrived[rid] - at for rid, at in counted.items() if rid in receiver.arrived}
-    latency_ms = np.array(sorted(got.values())) * 1000.0
+    latency_ms = np.array(list(got.values())) * 1000.0
     arrivals = np.array([receiver.arrived[rid] for rid in got])
     span = float(arrivals.max() - min(counted.values())) if len(arrivals) else float("nan")
     gather = np.array([receiver.feeds[rid]["gather_ms"] for rid in got])
+    mix = np.array([receiver.feeds[rid]["mix_ms"] for rid in got])
     fell_open = sum(1 for rid in got if receiver.feeds[rid]["missing"])
     lat = percentiles(latency_ms)
     return {
@@ -243,6 +247,9 @@ def run(spec: LoadSpec, base: Settings | None = None) -> dict[str, Any]:
         "throughput_per_s": len(got) / span if span and span > 0 else float("nan"),
         "latency_ms": lat,
         "gather_ms": percentiles(gather),
+        "mix_ms": percentiles(mix),
+        "waiting_ms": percentiles(gather - mix),
+        "transit_ms": percentiles(latency_ms - gather),
         "fell_open": fell_open,
         "mean_items": float(np.mean([receiver.feeds[r]["items"] for r in got])) if got else float("nan"),
         "candidates_per_request": float(np.mean(candidates)) if candidates else float("nan"),
@@ -266,8 +273,16 @@ def render(res: dict[str, Any]) -> None:
     )
     for col in ("", "p50", "p95", "p99", "max", "mean"):
         table.add_column(col, justify="left" if not col else "right")
-    for name, key in (("request to feed (ms)", "latency_ms"), ("mixer gather to publish (ms)", "gather_ms")):
-        m = res[key]
+    for name, key in (
+        ("request to feed (ms)", "latency_ms"),
+        ("mixer gather to publish (ms)", "gather_ms"),
+        ("  waiting for the FPRs (ms)", "waiting_ms"),
+        ("  mixing (ms)", "mix_ms"),
+        ("outside the mixer (ms)", "transit_ms"),
+    ):
+        m = res.get(key)
+        if m is None:
+            continue
         table.add_row(name, *(f"{m[q]:.1f}" for q in ("p50", "p95", "p99", "max", "mean")))
     console.print(table)
     console.print(

@@ -33,6 +33,7 @@ class View:
     family: str
     windows: tuple[str, ...]
     doc: str
+    serve_totals: bool = False  # whether serving reads the lifetime totals (see ``served``)
 
     @property
     def stored(self) -> list[str]:
@@ -45,6 +46,13 @@ class View:
             "hide_total",
             "as_of",
         ]
+
+    @property
+    def served(self) -> list[str]:
+        """The stored columns that :func:`derive` and the re-ranking rules read: a third fewer than
+        ``stored`` (the lifetime totals matter only for the member's history with the very item), and
+        the online read's cost grows with every field it fetches."""
+        return [c for c in self.stored if self.serve_totals or not c.endswith("_total")]
 
 
 VIEWS: tuple[View, ...] = (
@@ -66,6 +74,7 @@ VIEWS: tuple[View, ...] = (
         "X_io",
         ("7d",),
         "the member's history with this very item: fatigue, past engagement, hides",
+        serve_totals=True,
     ),
 )
 VIEW_BY_NAME = {v.name: v for v in VIEWS}
@@ -190,29 +199,49 @@ def ctr(impressions, engagements):
     return (engagements + PRIOR_CTR * PRIOR_WEIGHT) / (impressions + PRIOR_WEIGHT)
 
 
-def numeric(frame: pd.DataFrame, name: str, default: float = 0.0) -> np.ndarray:
+Columns = Mapping[str, np.ndarray]
+"""Named columns of equal length: the serving path's frame. Fetching a DataFrame column costs about
+30 us and a feed's scoring fetches a few hundred, so the mixer passes plain arrays; training and
+evaluation pass DataFrames, and every function here takes either."""
+
+
+def as_columns(frame: pd.DataFrame | Columns) -> dict[str, np.ndarray]:
+    if isinstance(frame, pd.DataFrame):
+        return {str(c): frame[c].to_numpy() for c in frame.columns}
+    return dict(frame)
+
+
+def height(frame: pd.DataFrame | Columns) -> int:
+    """Rows of a DataFrame or of named columns (all equal in length)."""
+    if isinstance(frame, pd.DataFrame):
+        return len(frame)
+    return len(next(iter(frame.values()))) if frame else 0
+
+
+def numeric(frame: pd.DataFrame | Columns, name: str, default: float = 0.0) -> np.ndarray:
     """Column ``name`` as floats, ``default`` where it is missing, unparsable or absent altogether."""
     if name not in frame:
-        return np.full(len(frame), default)
+        return np.full(height(frame), default)
     values = frame[name]
     if values.dtype.kind in "fiu":  # the common case (serving reads float64): no parsing
-        v = values.to_numpy(dtype=float)
+        v = np.asarray(values, dtype=float)
         return np.where(np.isnan(v), default, v)
-    return pd.to_numeric(values, errors="coerce").fillna(default).to_numpy(dtype=float)
+    return pd.to_numeric(pd.Series(values), errors="coerce").fillna(default).to_numpy(dtype=float)
 
 
-def derive(stored: pd.DataFrame, now: pd.Series | np.ndarray | float) -> pd.DataFrame:
+def derive_columns(stored: pd.DataFrame | Columns, now: pd.Series | np.ndarray | float) -> dict[str, np.ndarray]:
     """Model-ready features from stored columns named ``view__column``, decayed to time ``now``.
 
     Missing rows (no history) give zero counts and the prior CTR. Used by training and serving alike.
     """
     out: dict[str, np.ndarray] = {}
-    now_arr = np.broadcast_to(np.asarray(now, dtype=float), (len(stored),))
+    n = height(stored)
+    now_arr = np.broadcast_to(np.asarray(now, dtype=float), (n,))
 
     def col(name: str, default: float = 0.0) -> np.ndarray:
         return numeric(stored, name, default)
 
-    imp_1h = np.zeros(len(stored))
+    imp_1h = np.zeros(n)
     for view in VIEWS:
         p = view.name
         age = np.maximum(0.0, now_arr - col(f"{p}__as_of", np.nan))
@@ -230,7 +259,12 @@ def derive(stored: pd.DataFrame, now: pd.Series | np.ndarray | float) -> pd.Data
     out[f"{mi}__log_seen"] = np.log1p(col(f"{mi}__imp_total"))
     out[f"{mi}__engaged_before"] = (col(f"{mi}__eng_total") > 0).astype(float)
     out[f"{mi}__hidden_before"] = (col(f"{mi}__hide_total") > 0).astype(float)
-    return pd.DataFrame(out, index=stored.index)
+    return out
+
+
+def derive(stored: pd.DataFrame, now: pd.Series | np.ndarray | float) -> pd.DataFrame:
+    """:func:`derive_columns` as a DataFrame on ``stored``'s index."""
+    return pd.DataFrame(derive_columns(stored, now), index=stored.index)
 
 
 DERIVED_BY_FAMILY: dict[str, list[str]] = {}

@@ -28,63 +28,69 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from features.families import VIEWS, View
 
 _DOUBLE_TAG = 0x29
-_KEY_CACHE_MAX = 2_000_000
 _STRING = ValueType.STRING
 _ENTITY_HEAD: dict[str, tuple[bytes, list[int]]] = {}
 
 
 # Every HMGET of one feed request, run inside Redis by one EVALSHA. KEYS: the keys, view by view; ARGV:
-# per view, its key count, its field count, then its fields. The same replies as pipelined HMGETs (a
-# missing field is nil), but one command to encode and one nested reply for hiredis to parse: with 400
-# candidates (about 2,000 keys) redis-py's per-command work in a pipeline took 40% of the mixer's CPU.
+# per view, its key count, its field count, then its fields. Replies with one string per view: every
+# key's fields in order, each a 9-byte Float64 ``Value`` or 9 zero bytes where the field is missing, so
+# the client decodes a view with one ``np.frombuffer``. With 400 candidates (about 2,000 keys, 20,000
+# fields) the nested reply of plain HMGETs cost the mixer more to parse than the rest of the feed.
 HMGET_MANY = """
 local out, k, a = {}, 1, 1
+local missing = string.rep('\\0', 9)
 while a <= #ARGV do
   local nkeys, nfields = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   local fields = {}
   for f = 1, nfields do fields[f] = ARGV[a + 1 + f] end
   a = a + 2 + nfields
+  local parts, n = {}, 0
   for _ = 1, nkeys do
-    out[#out + 1] = redis.call('HMGET', KEYS[k], unpack(fields))
+    local values = redis.call('HMGET', KEYS[k], unpack(fields))
+    for f = 1, nfields do
+      local v = values[f]
+      n = n + 1
+      if not v then
+        parts[n] = missing
+      elseif #v ~= 9 then
+        return redis.error_reply('field ' .. f .. ' of key ' .. k .. ' is not a Float64 Value')
+      else
+        parts[n] = v
+      end
+    end
     k = k + 1
   end
+  out[#out + 1] = table.concat(parts)
 end
 return out
 """
 
 
 class FeastRedisLayout:
-    """Keys and fields of every view, computed once; entity keys cached (hot members and items repeat)."""
+    """Keys and fields of every view, computed once."""
 
     def __init__(self, store: FeatureStore, client: redis.Redis) -> None:
         self.client = client
         self.project = store.project
         self.version = store.config.entity_key_serialization_version
         fvs = {fv.name: fv for fv in store.list_feature_views()}
-        self.fields: dict[str, list[bytes]] = {}
+        self.fields: dict[str, list[bytes]] = {}  # per view, its stored columns' fields
+        self.served_fields: dict[str, list[bytes]] = {}  # per view, its served columns' fields
         self.ts_field: dict[str, bytes] = {}
         for view in VIEWS:
             name = _versioned_fv_name(fvs[view.name], store.config)
             self.fields[view.name] = [_mmh3(f"{name}:{c}") for c in view.stored]
+            self.served_fields[view.name] = [_mmh3(f"{name}:{c}") for c in view.served]
             self.ts_field[view.name] = f"_ts:{name}".encode()
         if self.version != 3:
             raise ValueError(f"entity_key_serialization_version {self.version}: only version 3 is supported")
         self.project_bytes = self.project.encode()
-        self._keys: dict[tuple[str, tuple[str, ...]], bytes] = {}
         self._hmget_many = client.register_script(HMGET_MANY)
         self._hset = {
             view.name: HsetEncoder(view, self.fields[view.name], self.ts_field[view.name], self.project_bytes)
             for view in VIEWS
         }
-
-    def key(self, view: View, entities: tuple[str, ...]) -> bytes:
-        k = self._keys.get((view.name, entities))
-        if k is None:
-            k = entity_key(view, entities, self.project_bytes)
-            if len(self._keys) >= _KEY_CACHE_MAX:
-                self._keys.clear()
-            self._keys[(view.name, entities)] = k
-        return k
 
     # ------------------------------------------------------------------ write
     def write(self, rows_by_view: dict[str, list[dict]], event_time: float) -> int:
@@ -122,40 +128,47 @@ class FeastRedisLayout:
     def request_keys(
         self, member_id: str, candidates: Sequence[tuple[str, str, str]]
     ) -> list[tuple[View, list[bytes], np.ndarray]]:
-        """For each view: its distinct keys and, per candidate, the index of the key it reads."""
+        """For each view: its distinct keys and, per candidate, the index of the key it reads. Keys are
+        joined by Arrow, as the write path's are (a Python step per key and view cost a millisecond a feed)."""
+        ids, types, actors = (list(c) for c in zip(*candidates, strict=True)) if candidates else ([], [], [])
+        columns = {
+            "member_id": pa.array([member_id] * len(ids), pa.string()),
+            "item_id": pa.array(ids, pa.string()),
+            "item_type": pa.array(types, pa.string()),
+            "actor_id": pa.array(actors, pa.string()),
+        }
         out = []
-        columns = {"member_id": [member_id] * len(candidates)}
-        columns["item_id"], columns["item_type"], columns["actor_id"] = (
-            (list(c) for c in zip(*candidates, strict=True)) if candidates else ([], [], [])
-        )
         for view in VIEWS:
-            ents = list(zip(*(columns[k] for k in view.join_keys), strict=True))
-            uniq: dict[tuple[str, ...], int] = {}
-            idx = np.fromiter((uniq.setdefault(e, len(uniq)) for e in ents), dtype=np.int64, count=len(ents))
-            out.append((view, [self.key(view, e) for e in uniq], idx))
+            encoded = self._hset[view.name].keys([columns[k] for k in view.join_keys]).dictionary_encode()
+            idx = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+            out.append((view, encoded.dictionary.to_pylist(), idx))
         return out
 
     def read(self, member_id: str, candidates: Sequence[tuple[str, str, str]]) -> pd.DataFrame:
-        """Stored features (``view__column``) of the member and each candidate, in one round trip: one
-        script call runs every HMGET inside Redis (see ``HMGET_MANY``)."""
+        """:meth:`read_columns` of every stored column, as a DataFrame."""
+        return pd.DataFrame(self.read_columns(member_id, candidates))
+
+    def read_columns(
+        self, member_id: str, candidates: Sequence[tuple[str, str, str]], served_only: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Stored features (``view__column``; only each view's ``served`` columns if ``served_only``) of
+        the member and each candidate, in one round trip: one script call runs every HMGET inside Redis
+        (see ``HMGET_MANY``)."""
         plan = self.request_keys(member_id, candidates)
+        fields = self.served_fields if served_only else self.fields
         keys: list[bytes] = []
         args: list[bytes | int] = []
         for view, view_keys, _ in plan:
-            fields = self.fields[view.name]
             keys += view_keys
-            args += [len(view_keys), len(fields), *fields]
-        replies = self._hmget_many(keys=keys, args=args) if keys else []
+            args += [len(view_keys), len(fields[view.name]), *fields[view.name]]
+        replies = self._hmget_many(keys=keys, args=args) if keys else [b""] * len(plan)
         columns: dict[str, np.ndarray] = {}
-        at = 0
-        for view, keys, idx in plan:
-            block = replies[at : at + len(keys)]
-            at += len(keys)
-            values = _decode(block, len(view.stored))  # (len(keys), n_features), NaN where missing
-            per_candidate = values[idx] if len(idx) else values[:0]
-            for j, c in enumerate(view.stored):
+        for (view, _, idx), packed in zip(plan, replies, strict=True):
+            names = view.served if served_only else view.stored
+            per_candidate = _decode(packed, len(names))[idx]  # (candidates, names), NaN where missing
+            for j, c in enumerate(names):
                 columns[f"{view.name}__{c}"] = per_candidate[:, j]
-        return pd.DataFrame(columns)
+        return columns
 
 
 def _entity_head(view: View) -> tuple[bytes, list[int]]:
@@ -169,18 +182,6 @@ def _entity_head(view: View) -> tuple[bytes, list[int]]:
             order,
         )
     return head
-
-
-def entity_key(view: View, entities: Sequence[str], project: bytes) -> bytes:
-    """Feast's Redis key for an entity (``_redis_key``, serialization version 3), without protobufs:
-    the join-key count, the sorted join keys, then their string values, each length-prefixed."""
-    prefix, order = _entity_head(view)
-    parts = [prefix]
-    for j in order:
-        v = entities[j].encode()
-        parts += [struct.pack("<II", _STRING, len(v)), v]
-    parts.append(project)
-    return b"".join(parts)
 
 
 class HsetEncoder:
@@ -208,7 +209,9 @@ class HsetEncoder:
         self.width = len(fields)
 
     def keys(self, columns: Sequence[pa.Array]) -> pa.Array:
-        """Feast's Redis keys of rows from their join-key columns: what :func:`entity_key` gives one row."""
+        """Feast's Redis keys (``_redis_key``, serialization version 3) of rows from their join-key
+        columns: the join-key count, the sorted join keys, then their string values, each length-prefixed,
+        then the project."""
         n = len(columns[0])
         parts: list[pa.Array | pa.Scalar] = [_binary(self.key_head)]
         for j in self.order:
@@ -292,16 +295,13 @@ def send_pipelined(client: redis.Redis, payload: bytes, replies: int) -> None:
         client.connection_pool.release(conn)
 
 
-def _decode(replies: list[list[bytes | None]], width: int) -> np.ndarray:
-    flat = [v for reply in replies for v in reply]
-    present = np.fromiter((v is not None for v in flat), dtype=bool, count=len(flat))
-    out = np.full(len(flat), np.nan)
-    if present.any():
-        raw = np.frombuffer(b"".join(v for v in flat if v is not None), dtype=[("tag", "u1"), ("v", "<f8")])
-        if (raw["tag"] != _DOUBLE_TAG).any():
-            raise ValueError("a stored feature is not a Float64 Value; was the view written by another schema?")
-        out[present] = raw["v"]
-    return out.reshape(len(replies), width)
+def _decode(packed: bytes, width: int) -> np.ndarray:
+    """One view's reply from ``HMGET_MANY`` -> (keys, width) floats, NaN where a field is missing."""
+    raw = np.frombuffer(packed, dtype=[("tag", "u1"), ("v", "<f8")])
+    present = raw["tag"] == _DOUBLE_TAG
+    if not (present | (raw["tag"] == 0)).all():
+        raise ValueError("a stored feature is not a Float64 Value; was the view written by another schema?")
+    return np.where(present, raw["v"], np.nan).reshape(-1, width)
 
 
 def raw_read(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 from feast import FeatureStore, RepoConfig
 
@@ -79,6 +80,10 @@ class FastOnlineReader:
 
     def read(self, member_id: str, candidates: Sequence[tuple[str, str, str]]) -> pd.DataFrame:
         return self._layout.read(member_id, candidates)
+
+    def read_columns(self, member_id: str, candidates: Sequence[tuple[str, str, str]]) -> dict[str, np.ndarray]:
+        """Only the columns serving uses (each view's ``served``), as arrays: what the mixer scores."""
+        return self._layout.read_columns(member_id, candidates, served_only=True)
 
 
 def entity_rows(member_id: str, candidates: Sequence[tuple[str, str, str]]) -> list[dict[str, str]]:

@@ -212,6 +212,7 @@ class RankedFeed(Message):
     model_versions: dict[Id, str] = Field(default_factory=dict)  # every model behind the feed: spr and each FPR
     timed_out: bool = False
     gather_ms: float = Field(default=0.0, ge=0.0)  # from the mixer reading the request to publishing the feed
+    mix_ms: float = Field(default=0.0, ge=0.0)  # of gather_ms, the part spent mixing once the answers were in
 
 
 class DeadLetter(Message):

@@ -7,7 +7,7 @@ import uuid
 
 from feedrank.contracts import ContractError, FeedRequest, RankedFeed, Topic, parse
 from feedrank.settings import Settings
-from services.kafka_io import REQUEST_PATH, make_consumer, make_producer, topic
+from services.kafka_io import REQUEST_PATH, consume_ready, make_consumer, make_producer, topic
 from services.runtime import assign_at_end
 
 
@@ -37,7 +37,7 @@ class FeedClient:
         while self._waiting.get(request_id) is None:
             if time.monotonic() > deadline:
                 raise FeedTimeout(f"no feed for request {request_id} within {timeout_s:.0f}s")
-            for m in self._consumer.consume(num_messages=100, timeout=0.1):
+            for m in consume_ready(self._consumer, 100, 0.1):
                 if m.error():
                     continue
                 try:

@@ -19,9 +19,9 @@ from rankers.fpr import FirstPassRanker
 from rankers.inventory import Inventory
 from rankers.registry import FprSpec, load_config
 from services.inventory_follower import InventoryFollower
-from services.kafka_io import REQUEST_PATH, ensure_topics, make_consumer, make_producer, topic
+from services.kafka_io import REQUEST_PATH, consume_ready, ensure_topics, make_consumer, make_producer, topic
 from services.model_store import Artifact, ModelNotFound, ModelStore
-from services.runtime import limit_native_threads, setup_logging, stop_event
+from services.runtime import freeze_heap, limit_native_threads, setup_logging, stop_event
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +56,18 @@ class FprService:
         producer = make_producer(s, **REQUEST_PATH)
         out_topic = topic(s, Topic.FPR_CANDIDATES)
         replayed = follower.start(stop)
+        frozen = freeze_heap()
         log.info(
-            "fpr %s serving (model %s) after replaying %d events", self.ranker.name, self.ranker.model_version, replayed
+            "fpr %s serving (model %s) after replaying %d events (%d objects frozen)",
+            self.ranker.name,
+            self.ranker.model_version,
+            replayed,
+            frozen,
         )
         try:
             while not stop.is_set():
                 follower.poll()
-                msgs = req_consumer.consume(num_messages=100, timeout=0.02)
+                msgs = consume_ready(req_consumer, 100, 0.02)
                 for m in msgs:
                     if m.error():
                         continue

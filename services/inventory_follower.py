@@ -14,7 +14,7 @@ from confluent_kafka import TopicPartition
 from feedrank.contracts import ContractError, MemberEvent, Topic, parse
 from feedrank.settings import Settings
 from rankers.inventory import Inventory
-from services.kafka_io import make_consumer, topic
+from services.kafka_io import consume_ready, make_consumer, topic
 from services.runtime import assign_from_beginning
 
 EventHook = Callable[[MemberEvent], None]
@@ -38,7 +38,7 @@ class InventoryFollower:
 
     def _fold(self, max_messages: int, timeout: float) -> int:
         assert self._consumer is not None
-        msgs = self._consumer.consume(num_messages=max_messages, timeout=timeout)
+        msgs = consume_ready(self._consumer, max_messages, timeout)
         for m in msgs:
             if m.error():
                 continue

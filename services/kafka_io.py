@@ -61,6 +61,20 @@ def make_consumer(settings: Settings, group_id: str, **overrides: str | int | bo
     return Consumer(cfg)
 
 
+def consume_ready(consumer: Consumer, max_messages: int, timeout: float) -> list[Message]:
+    """Up to ``max_messages``: waits at most ``timeout`` seconds for the first, then takes only what has
+    already arrived. confluent-kafka's ``consume(n, timeout)`` waits out the whole timeout unless ``n``
+    messages arrive, so at a low request rate every hop waited its full timeout (a 5 requests/s feed took
+    80 ms at p50 on an idle machine)."""
+    msgs = consumer.consume(num_messages=max_messages, timeout=0)
+    if msgs or timeout <= 0:
+        return msgs
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(num_messages=max_messages - 1, timeout=0)] if max_messages > 1 else [first]
+
+
 # Per-topic overrides of the broker defaults. member-events is the system of record that every FPR
 # replays to rebuild its inventory, so it is kept forever.
 TOPIC_CONFIG: dict[Topic, dict[str, str]] = {

@@ -27,14 +27,23 @@ import numpy as np
 from feedrank.contracts import ContractError, FeedItem, FeedRequest, FprCandidates, RankedFeed, Topic, parse
 from feedrank.settings import Settings
 from rankers.inventory import Inventory
-from rankers.mixer.mixer import FeedMixer, MixResult, candidate_frame
+from rankers.mixer.mixer import FeedMixer, MixResult, candidate_columns
 from rankers.mixer.spr import BASE_COLUMNS
 from rankers.registry import ConfigError, load_config
 from services.feed_state import ExplanationStore, ServedStore
 from services.impression_log import ImpressionJoiner, ImpressionLogWriter
 from services.inventory_follower import InventoryFollower
-from services.kafka_io import REQUEST_PATH, DeadLetterSink, ensure_topics, make_consumer, make_producer, topic
+from services.kafka_io import (
+    REQUEST_PATH,
+    DeadLetterSink,
+    consume_ready,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+    topic,
+)
 from services.model_store import ModelStore, load_spr
+from services.runtime import freeze_heap
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +92,11 @@ class Mixer:
             log.warning("request %s: ignoring answers from %s for another member", request.request_id, strays)
             answers = [a for a in answers if a.member_id == request.member_id]
         now = request.requested_at
-        cands = candidate_frame((a.source, a.candidates) for a in answers)
-        if len(cands):
-            stored = self.reader.read(
-                request.member_id, list(cands[["item_id", "item_type", "actor_id"]].itertuples(index=False))
-            )
-            stored = stored.drop(columns=["member_id", "item_id", "item_type", "actor_id"], errors="ignore")
-        else:
-            stored = cands.iloc[:, :0]
+        cands = candidate_columns((a.source, a.candidates) for a in answers)
+        keys = list(
+            zip(cands["item_id"].tolist(), cands["item_type"].tolist(), cands["actor_id"].tolist(), strict=True)
+        )
+        stored = self.reader.read_columns(request.member_id, keys) if keys else {}
         recent = self.served.recent(request.member_id, now) if self.served is not None else {}
         answered = sorted(a.source for a in answers)
         result = self.feed_mixer.mix(
@@ -142,15 +148,15 @@ class Mixer:
         pipe.execute()
 
 
-def explanation(feed: RankedFeed, result: MixResult, cands: Any, worker: str) -> dict[str, Any]:
+def explanation(feed: RankedFeed, result: MixResult, cands: dict[str, Any], worker: str) -> dict[str, Any]:
     """What ``feedrank explain`` shows: per item, each family's share of the logit and the rules that
     moved it; per rule, the candidates it removed."""
-    fpr_score = dict(zip(cands["item_id"], cands["fpr_score"], strict=False)) if len(cands) else {}
+    fpr_score = dict(zip(cands["item_id"].tolist(), cands["fpr_score"].tolist(), strict=True))
     dropped: dict[str, list[str]] = {}
     for item_id, rule in result.dropped.items():
         dropped.setdefault(rule, []).append(item_id)
     items = []
-    for it, s, (_, contrib) in zip(feed.items, result.slots, result.contributions.iterrows(), strict=True):
+    for it, s, contrib in zip(feed.items, result.slots, result.contribution_rows(), strict=True):
         items.append(
             {
                 "position": it.position,
@@ -163,7 +169,7 @@ def explanation(feed: RankedFeed, result: MixResult, cands: Any, worker: str) ->
                 "rank_score": s.score,
                 "score": it.score,
                 "propensity": it.propensity,
-                "contributions": {k: round(float(v), 5) for k, v in contrib.items()},
+                "contributions": {k: round(v, 5) for k, v in contrib.items()},
                 "moved_by": list(s.moved_by),
             }
         )
@@ -256,21 +262,23 @@ class MixerService:
         req_topic, cand_topic = topic(s, Topic.FEED_REQUESTS), topic(s, Topic.FPR_CANDIDATES)
         check_co_partitioned(consumer, [req_topic, cand_topic])
         replayed = follower.start(stop)
+        frozen = freeze_heap()
         consumer.subscribe([req_topic, cand_topic])
         out_topic = topic(s, Topic.RANKED_FEEDS)
         log.info(
-            "mixer %s serving: model %s, FPRs %s, deadline %d ms, after replaying %d events",
+            "mixer %s serving: model %s, FPRs %s, deadline %d ms, after replaying %d events (%d objects frozen)",
             self.worker,
             mixer.model_version,
             self.expected,
             s.gather_deadline_ms,
             replayed,
+            frozen,
         )
         last_flush = time.monotonic()
         try:
             while not stop.is_set():
                 follower.poll()
-                msgs = consumer.consume(num_messages=200, timeout=0.005)
+                msgs = consume_ready(consumer, 200, 0.005)
                 now = time.monotonic()
                 for m in msgs:
                     if m.error():
@@ -298,10 +306,15 @@ class MixerService:
                         continue
                     doc["gather_ms"] = round((time.monotonic() - g.first_seen) * 1000, 3)
                     mixer.remember(g.request, feed, doc)
-                    feed = feed.model_copy(update={"gather_ms": round((time.monotonic() - g.first_seen) * 1000, 3)})
+                    done = time.monotonic()
+                    timing = {
+                        "gather_ms": round((done - g.first_seen) * 1000, 3),
+                        "mix_ms": round((done - started) * 1000, 3),
+                    }
+                    feed = feed.model_copy(update=timing)
                     producer.produce(out_topic, feed.to_bytes(), key=feed.member_id)
                     self.published += 1
-                    self._mix_ms.append((time.monotonic() - started) * 1000)
+                    self._mix_ms.append(timing["mix_ms"])
                     joiner.served(feed, g.request.requested_at, time.monotonic())
                 producer.poll(0)
                 if msgs:

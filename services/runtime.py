@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -34,6 +35,17 @@ def limit_native_threads(n: int) -> None:
     threadpool_limits(n)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
+
+
+def freeze_heap() -> int:
+    """Exclude every object alive now from garbage collection; returns how many.
+
+    Called once a service has replayed its inventory: that inventory is long-lived and free of
+    cycles, yet every full collection traversed it, and with a million objects one took 390 ms, a
+    stall every request in flight then waited out. Objects created later are still collected."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def stop_event() -> threading.Event:

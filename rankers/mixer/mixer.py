@@ -1,6 +1,7 @@
 """Feed assembly: merge the FPRs' candidates, score them with the SPR, then apply the rules in order.
 
-Pure: the candidates' stored features arrive as a DataFrame, the member's graph and the items'
+Pure: the candidates and their stored features arrive as named columns (plain arrays in serving,
+DataFrames offline), the member's graph and the items'
 creation facts as an object (the mixer's inventory), what was served recently as a mapping. The
 same code serves the live mixer and the offline evaluation of the whole system.
 """
@@ -14,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from features.families import derive, numeric
+from features.families import Columns, as_columns, derive_columns, numeric
 from feedrank.contracts import Candidate
 from rankers.mixer.spr import SecondPassRanker
 from rankers.rules.base import Graph, RerankContext, RerankRule, Slot
@@ -29,10 +30,24 @@ class Catalog(Graph, Protocol):
     items: Mapping[str, Any]
 
 
-def candidate_frame(answers: Iterable[tuple[str, Sequence[Candidate]]]) -> pd.DataFrame:
-    """Every FPR's answer, as (source, candidates) pairs, as one frame of ``CANDIDATE_COLUMNS``."""
+def candidate_columns(answers: Iterable[tuple[str, Sequence[Candidate]]]) -> dict[str, np.ndarray]:
+    """Every FPR's answer, as (source, candidates) pairs, as ``CANDIDATE_COLUMNS``."""
     rows = [(c.item_id, c.item_type.value, c.actor_id, source, c.score) for source, cs in answers for c in cs]
-    return pd.DataFrame(rows, columns=CANDIDATE_COLUMNS)
+    if not rows:
+        return {c: np.array([], dtype=float if c == "fpr_score" else object) for c in CANDIDATE_COLUMNS}
+    ids, types, actors, sources, scores = zip(*rows, strict=True)
+    return {
+        "item_id": np.array(ids, dtype=object),
+        "item_type": np.array(types, dtype=object),
+        "actor_id": np.array(actors, dtype=object),
+        "source": np.array(sources, dtype=object),
+        "fpr_score": np.array(scores, dtype=float),
+    }
+
+
+def candidate_frame(answers: Iterable[tuple[str, Sequence[Candidate]]]) -> pd.DataFrame:
+    """:func:`candidate_columns` as a DataFrame (what the offline evaluations join on)."""
+    return pd.DataFrame(candidate_columns(answers))
 
 
 @dataclass
@@ -41,9 +56,16 @@ class MixResult:
 
     slots: list[Slot]
     pctr: np.ndarray  # the SPR's P(engage) of each feed item at its final position
-    contributions: pd.DataFrame  # per feed item: each feature family's share of the logit
+    contributions: dict[str, np.ndarray]  # per family, each feed item's share of its logit (at its position)
     dropped: dict[str, str] = field(default_factory=dict)  # item_id -> the rule that removed it
     candidates: int = 0
+
+    def contribution_rows(self) -> list[dict[str, float]]:
+        """Per feed item, each family's share of the logit."""
+        names = list(self.contributions)
+        return [
+            dict(zip(names, map(float, row), strict=True)) for row in zip(*self.contributions.values(), strict=True)
+        ]
 
 
 class FeedMixer:
@@ -54,16 +76,16 @@ class FeedMixer:
         self.model = model
         self.rules = list(rules)
 
-    def features(self, candidates: pd.DataFrame, stored: pd.DataFrame, catalog: Catalog, now: float) -> pd.DataFrame:
-        """The SPR's input rows: derived stream features, the candidate's fields, its age, position 0."""
-        derived = derive(stored.reset_index(drop=True), now)
-        created = np.array(
-            [getattr(catalog.items.get(i), "created_at", np.nan) for i in candidates["item_id"]], dtype=float
-        )
-        X = derived.join(candidates.reset_index(drop=True))
-        X["item_age_s"] = now - created
-        X["position"] = 0
-        return X
+    def features(self, raw: Columns, items: Sequence[Any], now: float) -> dict[str, np.ndarray]:
+        """The SPR's input rows from the candidates' fields and stored features (``raw``) and their
+        catalog ``items``: derived stream features, the candidate's fields, its age, position 0."""
+        created = np.array([getattr(item, "created_at", np.nan) for item in items], dtype=float)
+        return {
+            **derive_columns(raw, now),
+            **raw,
+            "item_age_s": now - created,
+            "position": np.zeros(len(created)),
+        }
 
     def mix(
         self,
@@ -71,39 +93,44 @@ class FeedMixer:
         member_id: str,
         feed_size: int,
         now: float,
-        candidates: pd.DataFrame,
-        stored: pd.DataFrame,
+        candidates: pd.DataFrame | Columns,
+        stored: pd.DataFrame | Columns,
         catalog: Catalog,
         served: Mapping[str, float] | None = None,
     ) -> MixResult:
         """``stored`` holds the stored feature columns (``view__column``) of each candidate, row for row."""
         served = served or {}
-        n = len(candidates)
+        cands = as_columns(candidates)
+        raw = {**as_columns(stored), **cands}
+        n = len(cands["item_id"])
         if n == 0:
-            return MixResult([], np.zeros(0), pd.DataFrame(), {}, 0)
-        X = self.features(candidates, stored, catalog, now)
-        logit0 = self.model.decision_function(X)
-        p0 = sigmoid(logit0)
-        imps = numeric(stored, "member_item__imp_total")
-        engs = numeric(stored, "member_item__eng_total")
-        hides = numeric(stored, "member_item__hide_total")
+            return MixResult([], np.zeros(0), {}, {}, 0)
+        ids = cands["item_id"].tolist()
+        items = [catalog.items.get(i) for i in ids]
+        X = self.features(raw, items, now)
+        terms = self.model.terms(X)
+        logit0 = terms.sum(axis=1) + self.model.intercept
+        p0 = sigmoid(logit0).tolist()
+        imps = numeric(raw, "member_item__imp_total").tolist()
+        engs = numeric(raw, "member_item__eng_total").tolist()
+        hides = numeric(raw, "member_item__hide_total").tolist()
         slots: list[Slot] = []
-        for j, r in enumerate(candidates.itertuples(index=False)):
-            item = catalog.items.get(r.item_id)
+        columns = (cands["item_type"].tolist(), cands["actor_id"].tolist(), cands["source"].tolist())
+        for j, (item_id, item_type, actor_id, source, item) in enumerate(zip(ids, *columns, items, strict=True)):
             slots.append(
                 Slot(
-                    r.item_id,
-                    r.item_type,
-                    r.actor_id,
-                    r.source,
-                    float(p0[j]),
-                    pctr=float(p0[j]),
+                    item_id,
+                    item_type,
+                    actor_id,
+                    source,
+                    p0[j],
+                    pctr=p0[j],
                     created_at=getattr(item, "created_at", None),
                     visibility=getattr(item, "visibility", "public"),
-                    impressions=float(imps[j]),
-                    engagements=float(engs[j]),
-                    hidden=bool(hides[j] > 0),
-                    served_at=served.get(r.item_id),
+                    impressions=imps[j],
+                    engagements=engs[j],
+                    hidden=hides[j] > 0,
+                    served_at=served.get(item_id),
                 )
             )
         row_of = {id(s): j for j, s in enumerate(slots)}
@@ -128,9 +155,9 @@ class FeedMixer:
         shown_ids = {s.item_id for s in slots}
         dropped = {i: rule for i, rule in dropped.items() if i not in shown_ids}  # a duplicate's other copy
         rows = np.array([row_of[id(s)] for s in slots], dtype=int)
-        positions = np.arange(len(slots))
-        pctr = sigmoid(logit0[rows] + self.model.position_effect(positions, np.array([s.item_type for s in slots])))
-        shown = X.iloc[rows].copy()
-        shown["position"] = positions
-        contributions = self.model.contributions(shown).reset_index(drop=True) if len(rows) else pd.DataFrame()
+        # At position p only the position terms differ from the top of the feed, by ``position_effect``.
+        effect = self.model.position_effect(np.arange(len(slots)), np.array([s.item_type for s in slots]))
+        pctr = sigmoid(logit0[rows] + effect)
+        contributions = self.model.family_sums(terms[rows])
+        contributions["position"] = contributions["position"] + effect
         return MixResult(slots, pctr, contributions, dropped, n)

@@ -23,7 +23,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from features.families import DERIVED_BY_FAMILY, PRIOR_CTR, numeric
+from features.families import DERIVED_BY_FAMILY, PRIOR_CTR, Columns, height, numeric
 from feedrank.contracts import ItemType
 from rankers.vectors import sigmoid
 
@@ -48,37 +48,45 @@ def source_columns(sources: list[str]) -> list[str]:
     return [c for s in sources for c in (f"source__{s}", f"fpr_logit__{s}")]
 
 
-def design_matrix(X: pd.DataFrame, sources: list[str]) -> pd.DataFrame:
-    """Raw candidate rows to the model's columns, in order.
+def design_array(X: pd.DataFrame | Columns, sources: list[str]) -> np.ndarray:
+    """Raw candidate rows to the model's columns (``BASE_COLUMNS``, then ``source_columns(sources)``).
 
     A missing derived feature means "no history": zero for counts and flags, the prior for rates. A
     source not in ``sources`` (an FPR added after training) contributes nothing but its row's other
     features.
     """
-    out: dict[str, np.ndarray] = {}
-    itype = X["item_type"].astype(str).to_numpy() if "item_type" in X else np.full(len(X), "")
+    n = height(X)
+    out = np.empty((n, len(BASE_COLUMNS) + 2 * len(sources)))
+    itype = np.asarray(X["item_type"]).astype(str) if "item_type" in X else np.full(n, "")
     age_h = numeric(X, "item_age_s", np.nan) / 3600.0
-    for c in BASE_COLUMNS:
+    known_age = np.isfinite(age_h)
+    decay = {w: 0.5 ** (np.clip(np.nan_to_num(age_h), 0, None) / h) for w, h in AGE_HALF_LIVES_H.items()}
+    log_position = np.log1p(np.clip(numeric(X, "position", 0.0), 0, None))
+    of_type = {t.value: itype == t.value for t in ItemType}
+    for j, c in enumerate(BASE_COLUMNS):
         if c in TYPE_FEATURES:
-            out[c] = (itype == c.removeprefix("type_")).astype(float)
+            out[:, j] = of_type[c.removeprefix("type_")]
         elif c in AGE_FEATURES:
             window, t = c.removeprefix("fresh_").split("__")
-            decay = 0.5 ** (np.clip(np.nan_to_num(age_h), 0, None) / AGE_HALF_LIVES_H[window])
-            out[c] = np.where((itype == t) & np.isfinite(age_h), decay, 0.0)
+            out[:, j] = np.where(of_type[t] & known_age, decay[window], 0.0)
         elif c.startswith("log_position__"):
-            t = c.removeprefix("log_position__")
-            out[c] = np.where(itype == t, np.log1p(np.clip(numeric(X, "position", 0.0), 0, None)), 0.0)
+            out[:, j] = np.where(of_type[c.removeprefix("log_position__")], log_position, 0.0)
         else:
-            out[c] = numeric(X, c, PRIOR_CTR if "__ctr_" in c else 0.0)
-    src = X["source"].astype(str).to_numpy() if "source" in X else np.full(len(X), "")
+            out[:, j] = numeric(X, c, PRIOR_CTR if "__ctr_" in c else 0.0)
+    src = np.asarray(X["source"]).astype(str) if "source" in X else np.full(n, "")
     # FPR scores are calibrated probabilities: their log-odds is what a logistic model adds up
     p = np.clip(numeric(X, "fpr_score", PRIOR_CTR), 1e-4, 1 - 1e-4)
     logit = np.log(p / (1 - p))
-    for s in sources:
+    for k, s in enumerate(sources):
         hit = (src == s).astype(float)
-        out[f"source__{s}"] = hit
-        out[f"fpr_logit__{s}"] = hit * logit
-    return pd.DataFrame(out, index=X.index)
+        out[:, len(BASE_COLUMNS) + 2 * k] = hit
+        out[:, len(BASE_COLUMNS) + 2 * k + 1] = hit * logit
+    return out
+
+
+def design_matrix(X: pd.DataFrame, sources: list[str]) -> pd.DataFrame:
+    """:func:`design_array` with its column names, on ``X``'s index."""
+    return pd.DataFrame(design_array(X, sources), columns=[*BASE_COLUMNS, *source_columns(sources)], index=X.index)
 
 
 class SecondPassRanker(ClassifierMixin, BaseEstimator):
@@ -104,23 +112,28 @@ class SecondPassRanker(ClassifierMixin, BaseEstimator):
                 ("lr", LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight=self.class_weight)),
             ]
         )
-        self.pipeline_.fit(design_matrix(X, self.sources_).to_numpy(), y)
+        self.pipeline_.fit(design_array(X, self.sources_), y)
         self.classes_ = self.pipeline_.classes_
         return self
 
-    def _scaled_terms(self, X: pd.DataFrame) -> np.ndarray:
-        """Each column's term of the logit (standardised feature x weight), computed directly: serving
-        scores one small matrix per request, where sklearn's per-call validation would dominate."""
+    def terms(self, X: pd.DataFrame | Columns) -> np.ndarray:
+        """Each column's term of the logit (standardised feature x weight), one row per candidate; with
+        ``intercept`` they sum to the logit. Computed directly: serving scores one small matrix per
+        request, where sklearn's per-call validation would dominate."""
         check_is_fitted(self, "pipeline_")
         scale = self.pipeline_.named_steps["scale"]
-        matrix = design_matrix(X, self.sources_).to_numpy()
-        return (matrix - scale.mean_) / scale.scale_ * self.pipeline_.named_steps["lr"].coef_[0]
+        return (design_array(X, self.sources_) - scale.mean_) / scale.scale_ * self.pipeline_.named_steps["lr"].coef_[0]
 
-    def decision_function(self, X: pd.DataFrame) -> np.ndarray:
+    @property
+    def intercept(self) -> float:
+        check_is_fitted(self, "pipeline_")
+        return float(self.pipeline_.named_steps["lr"].intercept_[0])
+
+    def decision_function(self, X: pd.DataFrame | Columns) -> np.ndarray:
         """The logit of P(engage)."""
-        return self._scaled_terms(X).sum(axis=1) + self.pipeline_.named_steps["lr"].intercept_[0]
+        return self.terms(X).sum(axis=1) + self.intercept
 
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+    def predict_proba(self, X: pd.DataFrame | Columns) -> np.ndarray:
         p = sigmoid(self.decision_function(X))
         return np.column_stack([1.0 - p, p])
 
@@ -134,16 +147,17 @@ class SecondPassRanker(ClassifierMixin, BaseEstimator):
         w = np.array([slope.get(str(t), 0.0) for t in item_types])
         return w * np.log1p(np.clip(np.asarray(positions, dtype=float), 0, None))
 
+    def family_sums(self, terms: np.ndarray) -> dict[str, np.ndarray]:
+        """``terms`` (rows of :meth:`terms`) summed by feature family, plus the ``intercept``."""
+        at = {c: i for i, c in enumerate(self.columns_)}
+        out = {fam: terms[:, [at[c] for c in cols]].sum(axis=1) for fam, cols in self.families_.items()}
+        out["intercept"] = np.full(len(terms), self.intercept)
+        return out
+
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """Each family's additive share of the logit, per row, relative to the average training row
         (features are standardised); with ``intercept`` they sum to the logit."""
-        terms = self._scaled_terms(X)
-        at = {c: i for i, c in enumerate(self.columns_)}
-        out = pd.DataFrame(
-            {fam: terms[:, [at[c] for c in cols]].sum(axis=1) for fam, cols in self.families_.items()}, index=X.index
-        )
-        out["intercept"] = self.pipeline_.named_steps["lr"].intercept_[0]
-        return out
+        return pd.DataFrame(self.family_sums(self.terms(X)), index=X.index)
 
     def coefficients(self) -> pd.Series:
         """The weight of each column per unit of the raw feature (for docs and reviews)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from rankers.rules.base import RerankContext, Slot
@@ -18,16 +19,20 @@ class MaxTypeRun:
 
     def apply(self, slots: list[Slot], ctx: RerankContext) -> list[Slot]:
         pending = list(slots)
+        left = Counter(s.item_type for s in pending)
         out: list[Slot] = []
+        run_type, run_len = None, 0
         while pending:
-            run_type = out[-1].item_type if len(out) >= self.max_run else None
-            if run_type is not None and any(s.item_type != run_type for s in out[-self.max_run :]):
-                run_type = None
-            # Best remaining slot that does not extend a full run; if every one would, the feed
-            # has nothing else to offer and the best slot goes next anyway.
-            pick = next((i for i, s in enumerate(pending) if s.item_type != run_type), 0)
+            pick = 0
+            # A full run and the best remaining slot would extend it: take the best slot of another type
+            # instead, if any is left (if none is, the feed has nothing else to offer).
+            if run_len >= self.max_run and pending[0].item_type == run_type and left[run_type] < len(pending):
+                pick = next(i for i, s in enumerate(pending) if s.item_type != run_type)
             chosen = pending.pop(pick)
+            left[chosen.item_type] -= 1
             if pick:
                 chosen.moved_by.append(self.name)
             out.append(chosen)
+            run_len = run_len + 1 if chosen.item_type == run_type else 1
+            run_type = chosen.item_type
         return out

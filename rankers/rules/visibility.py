@@ -20,10 +20,10 @@ class Visibility:
     @staticmethod
     def _visible(s: Slot, ctx: RerankContext) -> bool:
         member, graph = ctx.member_id, ctx.graph
+        if s.actor_id == member or graph.is_blocked(member, s.actor_id):
+            return False
         # A member card's subject is its item_id (the people FPR sets actor_id to the same member).
-        people = {s.actor_id, s.item_id} if s.item_type == "member" else {s.actor_id}
-        if member in people:
-            return False
-        if any(graph.is_blocked(member, p) for p in people):
-            return False
+        if s.item_type == "member" and s.item_id != s.actor_id:
+            if s.item_id == member or graph.is_blocked(member, s.item_id):
+                return False
         return s.visibility != "connections" or graph.is_connected(member, s.actor_id)

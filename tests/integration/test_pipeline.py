@@ -16,7 +16,7 @@ from features.offline import read_view
 from features.store import feature_store
 from feedrank.contracts import DeadLetter, RankedFeed, Topic, parse
 from rankers.registry import load_config
-from services.kafka_io import make_consumer, make_producer, topic
+from services.kafka_io import consume_ready, make_consumer, make_producer, topic
 
 from .conftest import feedrank_cli, wait_online_equals
 
@@ -128,7 +128,7 @@ def _read_dead_letters(s, start_offsets: dict[int, int], want: set[str], timeout
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline and {d.payload for d in found} < want:
-            for m in consumer.consume(100, timeout=0.2):
+            for m in consume_ready(consumer, 100, 0.2):
                 if not m.error():
                     found.append(parse(DeadLetter, m.value()))
     finally:

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.families import VIEWS, RowKey, apply_event, ctr, derive, recompute, stored_rows
+from features.families import VIEWS, RowKey, apply_event, ctr, derive, derive_columns, recompute, stored_rows
 from features.training_set import build_training_set
 from feedrank.contracts import EventType, ItemType, MemberEvent
 from rankers.baselines import PopularityScorer
@@ -68,6 +68,21 @@ def test_stored_rows_and_derived_features():
     assert day_later["member_actor__ctr_7d"][0] == pytest.approx(ctr(0.5 ** (1 / 7), 0.5 ** (1 / 7)))
     nothing = derive(pd.DataFrame(index=[0]), NOW)  # no history: zero counts, the prior rate
     assert nothing["member_stats__log_imp_1h"][0] == 0 and nothing["member_stats__ctr_1h"][0] == pytest.approx(0.05)
+
+
+def test_derived_features_need_only_the_served_columns():
+    rng = np.random.default_rng(3)
+    stored = {f"{v.name}__{c}": rng.uniform(0, 5, 40) for v in VIEWS for c in v.stored}
+    for v in VIEWS:
+        stored[f"{v.name}__as_of"] = NOW - rng.uniform(0, 86_400, 40)
+        stored[f"{v.name}__hide_total"] = rng.integers(0, 2, 40).astype(float)
+    served = {f"{v.name}__{c}": stored[f"{v.name}__{c}"] for v in VIEWS for c in v.served}
+    assert len(served) < len(stored)
+    full, lean = derive_columns(stored, NOW), derive_columns(served, NOW)
+    assert full.keys() == lean.keys()
+    for name in full:
+        np.testing.assert_array_equal(full[name], lean[name], err_msg=name)
+    assert lean["member_item__hidden_before"].any()  # the totals the rules read are served
 
 
 def test_training_rows_are_point_in_time():

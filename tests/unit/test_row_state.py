@@ -2,12 +2,13 @@
 through its packed records; the Redis keys it writes are Feast's."""
 
 import numpy as np
+import pyarrow as pa
 from feast.infra.online_stores.helpers import _redis_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 
 from features.families import VIEWS, recompute
-from features.redis_layout import entity_key
+from features.redis_layout import HsetEncoder
 from features.row_state import RowState
 from services.traffic import SimulatedTraffic
 
@@ -80,4 +81,5 @@ def test_entity_keys_are_feasts():
     for view in VIEWS:
         ents = tuple(f"v{j}-é.x" for j in range(len(view.join_keys)))
         proto = EntityKey(join_keys=list(view.join_keys), entity_values=[Value(string_val=e) for e in ents])
-        assert entity_key(view, ents, b"proj") == _redis_key("proj", proto, entity_key_serialization_version=3)
+        keys = HsetEncoder(view, [b"f"], b"_ts", b"proj").keys([pa.array([e], pa.string()) for e in ents])
+        assert keys[0].as_py() == _redis_key("proj", proto, entity_key_serialization_version=3)

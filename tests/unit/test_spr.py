@@ -155,9 +155,9 @@ def test_feed_mixer_scores_filters_and_explains(rows):
     # pCTR at the final position: the top item keeps its top-of-feed estimate, the next is discounted
     assert result.pctr[0] == pytest.approx(result.slots[0].pctr)
     assert result.pctr[1] < result.slots[1].pctr
-    assert list(result.contributions.columns) == [*BASE_FAMILIES, "fpr", "intercept"]
+    assert list(result.contributions) == [*BASE_FAMILIES, "fpr", "intercept"]
     logits = np.log(result.pctr / (1 - result.pctr))
-    np.testing.assert_allclose(result.contributions.sum(axis=1), logits, rtol=1e-6)
+    np.testing.assert_allclose(sum(result.contributions.values()), logits, rtol=1e-6)
 
 
 def test_feed_mixer_with_the_shipped_rules_never_shows_blocked_or_hidden(rows):
