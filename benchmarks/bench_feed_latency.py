@@ -1,7 +1,7 @@
 """Feed latency end to end: a feed request on Kafka to its ranked feed on Kafka, through every FPR
 service and the mixer, under an open-loop load.
 
-    python -m benchmarks.bench_feed_latency                       # 50 requests/s for 60 s, k = 100 per FPR
+    python -m benchmarks.bench_feed_latency                       # 50 requests/s for 60 s, k = 125 per FPR
     python -m benchmarks.bench_feed_latency --rate 100 --seconds 30
     python -m benchmarks.bench_feed_latency --smoke               # a small world, a few seconds of load
 
@@ -9,8 +9,8 @@ Everything runs on this machine as in production, each service its own process: 
 Redis, the feature service, the four FPR services and the mixer (``services.supervisor``), on a topic
 namespace of their own. The world is the demo's (2,000 members, 3,000 logged requests of traffic sent
 to ``member-events`` first, models trained on it if the benchmark's model directory has none), and
-every FPR answers its top ``--k`` (100 each: about 400 candidates per request, fewer for members with
-little inventory; the mixer's explanations give the exact count).
+every FPR answers its top ``--k`` (125 each: about 400 candidates per request, 378 on average as the
+network FPR has fewer posts to offer most members; the mixer's explanations give the exact count).
 
 **Open loop.** Requests are sent on a fixed schedule, ``start + i / rate``, whether or not earlier
 ones were answered, for random members; a request's latency is the time from its *scheduled* send to
@@ -61,7 +61,7 @@ class LoadSpec:
     rate: float = 50.0
     seconds: float = 60.0
     warmup: float = 10.0
-    k: int = 100
+    k: int = 125
     members: int = 2000
     requests: int = 3000
     feed_size: int = 20

@@ -28,6 +28,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from features.families import VIEWS, View
 
 _DOUBLE_TAG = 0x29
+_ENCODED_CACHE_MAX = 1_000_000
 _STRING = ValueType.STRING
 _ENTITY_HEAD: dict[str, tuple[bytes, list[int]]] = {}
 
@@ -86,6 +87,7 @@ class FeastRedisLayout:
         if self.version != 3:
             raise ValueError(f"entity_key_serialization_version {self.version}: only version 3 is supported")
         self.project_bytes = self.project.encode()
+        self._encoded: dict[str, bytes] = {}
         self._hmget_many = client.register_script(HMGET_MANY)
         self._hset = {
             view.name: HsetEncoder(view, self.fields[view.name], self.ts_field[view.name], self.project_bytes)
@@ -128,21 +130,35 @@ class FeastRedisLayout:
     def request_keys(
         self, member_id: str, candidates: Sequence[tuple[str, str, str]]
     ) -> list[tuple[View, list[bytes], np.ndarray]]:
-        """For each view: its distinct keys and, per candidate, the index of the key it reads. Keys are
-        joined by Arrow, as the write path's are (a Python step per key and view cost a millisecond a feed)."""
+        """For each view: its distinct keys and, per candidate, the index of the key it reads. A key is its
+        view's head, its entity values' encodings (cached: members, items and actors recur) and the project."""
         ids, types, actors = (list(c) for c in zip(*candidates, strict=True)) if candidates else ([], [], [])
-        columns = {
-            "member_id": pa.array([member_id] * len(ids), pa.string()),
-            "item_id": pa.array(ids, pa.string()),
-            "item_type": pa.array(types, pa.string()),
-            "actor_id": pa.array(actors, pa.string()),
-        }
+        columns = {"member_id": [member_id] * len(ids), "item_id": ids, "item_type": types, "actor_id": actors}
+        if len(self._encoded) > _ENCODED_CACHE_MAX:
+            self._encoded.clear()
+        enc = self._encode
         out = []
         for view in VIEWS:
-            encoded = self._hset[view.name].keys([columns[k] for k in view.join_keys]).dictionary_encode()
-            idx = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-            out.append((view, encoded.dictionary.to_pylist(), idx))
+            head, order = _entity_head(view)
+            names = [view.join_keys[j] for j in order]
+            uniq: dict = {}
+            if len(names) == 1:
+                idx = np.fromiter((uniq.setdefault(e, len(uniq)) for e in columns[names[0]]), np.int64, len(ids))
+                keys = [head + enc(e) + self.project_bytes for e in uniq]
+            else:
+                ents = zip(*(columns[k] for k in names), strict=True)
+                idx = np.fromiter((uniq.setdefault(e, len(uniq)) for e in ents), np.int64, len(ids))
+                keys = [head + b"".join(map(enc, e)) + self.project_bytes for e in uniq]
+            out.append((view, keys, idx))
         return out
+
+    def _encode(self, value: str) -> bytes:
+        """One entity value as Feast's key holds it: its type, its length, its UTF-8 bytes."""
+        b = self._encoded.get(value)
+        if b is None:
+            raw = value.encode()
+            b = self._encoded[value] = struct.pack("<II", _STRING, len(raw)) + raw
+        return b
 
     def read(self, member_id: str, candidates: Sequence[tuple[str, str, str]]) -> pd.DataFrame:
         """:meth:`read_columns` of every stored column, as a DataFrame."""

@@ -60,7 +60,7 @@ class InventoryQuota:
 
     def apply(self, slots: list[Slot], ctx: RerankContext) -> list[Slot]:
         size = min(ctx.feed_size, len(slots))
-        bounds = {s.source: self.bounds(s.source, ctx.feed_size) for s in slots}
+        bounds = {source: self.bounds(source, ctx.feed_size) for source in {s.source for s in slots}}
         chosen: set[int] = set()
         taken: Counter[str] = Counter()
         floor = self.min_score_ratio * slots[size - 1].score if size else 0.0

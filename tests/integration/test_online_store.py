@@ -38,6 +38,11 @@ def test_fast_reader_equals_feast_sdk(base_settings, tmp_path):
     assert fast["member_stats__imp_total"].notna().all()  # m1's own row is there for every candidate
     assert np.isnan(fast["item_stats__imp_total"].iloc[-2])  # an unknown item reads as missing
     assert fast["member_item__imp_total"].iloc[0] > 0
+    # The mixer's read: only the served columns, the same values
+    served = FastOnlineReader(store, s).read_columns(member, cands)
+    assert set(served) < set(cols) and "member_item__hide_total" in served and "item_stats__imp_total" not in served
+    for name, values in served.items():
+        np.testing.assert_allclose(values, fast[name].to_numpy(float), rtol=1e-12, equal_nan=True, err_msg=name)
 
 
 def test_feast_cli_apply_registers_every_family(base_settings, tmp_path):
