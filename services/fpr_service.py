@@ -19,7 +19,16 @@ from rankers.fpr import FirstPassRanker
 from rankers.inventory import Inventory
 from rankers.registry import FprSpec, load_config
 from services.inventory_follower import InventoryFollower
-from services.kafka_io import REQUEST_PATH, consume_ready, ensure_topics, make_consumer, make_producer, topic
+from services.kafka_io import (
+    REQUEST_PATH,
+    STORED_OFFSETS,
+    consume_ready,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+    store_processed,
+    topic,
+)
 from services.model_store import Artifact, ModelNotFound, ModelStore
 from services.runtime import freeze_heap, limit_native_threads, setup_logging, stop_event
 
@@ -51,7 +60,7 @@ class FprService:
         s = self.settings
         ensure_topics(s)
         follower = InventoryFollower(s, f"fpr-{self.ranker.name}-inventory", self.inventory)
-        req_consumer = make_consumer(s, f"fpr-{self.ranker.name}")
+        req_consumer = make_consumer(s, f"fpr-{self.ranker.name}", **STORED_OFFSETS)
         req_consumer.subscribe([topic(s, Topic.FEED_REQUESTS)])
         producer = make_producer(s, **REQUEST_PATH)
         out_topic = topic(s, Topic.FPR_CANDIDATES)
@@ -86,10 +95,9 @@ class FprService:
                     self.answered += 1
                 producer.poll(0)
                 if msgs:
-                    # answers delivered before their requests' offsets are committed (at least once);
-                    # the commit itself need not hold up the next request
+                    # answers delivered before their requests' offsets are stored for commit (at least once)
                     producer.flush(10)
-                    req_consumer.commit(asynchronous=True)
+                    store_processed(req_consumer, msgs)
         finally:
             producer.flush(10)
             req_consumer.close()

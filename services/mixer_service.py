@@ -35,11 +35,13 @@ from services.impression_log import ImpressionJoiner, ImpressionLogWriter
 from services.inventory_follower import InventoryFollower
 from services.kafka_io import (
     REQUEST_PATH,
+    STORED_OFFSETS,
     DeadLetterSink,
     consume_ready,
     ensure_topics,
     make_consumer,
     make_producer,
+    store_processed,
     topic,
 )
 from services.model_store import ModelStore, load_spr
@@ -258,7 +260,7 @@ class MixerService:
         mixer = self._build_mixer(catalog, s.redis_client())
         producer = make_producer(s, **REQUEST_PATH)
         dead = DeadLetterSink(s, producer, "mixer")
-        consumer = make_consumer(s, "mixer")
+        consumer = make_consumer(s, "mixer", **STORED_OFFSETS)
         req_topic, cand_topic = topic(s, Topic.FEED_REQUESTS), topic(s, Topic.FPR_CANDIDATES)
         check_co_partitioned(consumer, [req_topic, cand_topic])
         replayed = follower.start(stop)
@@ -317,8 +319,7 @@ class MixerService:
                     self._mix_ms.append(timing["mix_ms"])
                     joiner.served(feed, g.request.requested_at, time.monotonic())
                 producer.poll(0)
-                if msgs:
-                    consumer.commit(asynchronous=True)
+                store_processed(consumer, msgs)
                 if time.monotonic() - last_flush > LOG_FLUSH_S:
                     writer.write(joiner.due(time.monotonic()))
                     last_flush = time.monotonic()
