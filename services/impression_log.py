@@ -34,17 +34,15 @@ IMPRESSION_SCHEMA = LOG_SCHEMA.append(pa.field("model_version", pa.string()))
 
 
 @dataclass
-class _Served:
-    row: dict[str, object]
-    impressed: bool = False
-
-
-@dataclass
 class ImpressionJoiner:
     """Pure stream state: served items waiting for their impression and actions. Clock is the caller's."""
 
     window_s: float = 300.0
-    _served: dict[tuple[str, str], _Served] = field(default_factory=dict)
+    # Rows hold only strings, numbers, booleans and None, so the garbage collector does not track them:
+    # a mixer holds a window's worth of served items (150,000 at 25 feeds/s for 300 s), and as objects
+    # each full collection walked them all (30 ms and growing).
+    _served: dict[tuple[str, str], dict[str, object]] = field(default_factory=dict)
+    _impressed: set[tuple[str, str]] = field(default_factory=set)
     _expiry: list[tuple[float, tuple[str, str]]] = field(default_factory=list)
 
     def served(self, feed: RankedFeed, requested_at: float, now: float) -> None:
@@ -64,7 +62,7 @@ class ImpressionJoiner:
                 "true_p": None,
                 "model_version": feed.model_version,
             }
-            self._served[key] = _Served(row)
+            self._served[key] = row
             self._expiry.append((now + self.window_s, key))
 
     def observe(self, e: MemberEvent) -> None:
@@ -72,15 +70,16 @@ class ImpressionJoiner:
         rid = e.attributes.get("request_id")
         if rid is None or e.item_id is None:
             return
-        entry = self._served.get((str(rid), e.item_id))
-        if entry is None:
+        key = (str(rid), e.item_id)
+        row = self._served.get(key)
+        if row is None:
             return
         if e.event_type == EventType.IMPRESSION:
-            entry.impressed = True
+            self._impressed.add(key)
             if "true_p" in e.attributes:  # simulated members log the truth; real ones do not
-                entry.row["true_p"] = float(e.attributes["true_p"])  # type: ignore[arg-type]
+                row["true_p"] = float(e.attributes["true_p"])  # type: ignore[arg-type]
         elif (action := ACTION_OF_EVENT.get(e.event_type)) is not None:
-            entry.row[action] = True
+            row[action] = True
 
     def due(self, now: float) -> list[dict[str, object]]:
         """Rows whose window has ended, impressed ones only (removed from the state)."""
@@ -90,9 +89,10 @@ class ImpressionJoiner:
             if expires > now:
                 keep = i
                 break
-            entry = self._served.pop(key, None)
-            if entry is not None and entry.impressed:
-                out.append(entry.row)
+            row = self._served.pop(key, None)
+            if row is not None and key in self._impressed:
+                out.append(row)
+            self._impressed.discard(key)
         else:
             keep = len(self._expiry)
         del self._expiry[:keep]
@@ -100,8 +100,9 @@ class ImpressionJoiner:
 
     def flush(self) -> list[dict[str, object]]:
         """Everything impressed so far (at shutdown: a row without its late actions beats no row)."""
-        rows = [e.row for e in self._served.values() if e.impressed]
+        rows = [row for key, row in self._served.items() if key in self._impressed]
         self._served.clear()
+        self._impressed.clear()
         self._expiry.clear()
         return rows
 
