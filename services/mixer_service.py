@@ -206,6 +206,7 @@ class MixerService:
         self.pending: dict[str, Gather] = {}
         self.published = 0
         self._mix_ms: deque[float] = deque(maxlen=500)  # recent times from ready to published
+        self._reserve, self._reserve_at = 0.0, float("-inf")
 
     def _build_mixer(self, catalog: Inventory, redis: Any) -> Mixer:
         from features.store import FastOnlineReader, feature_store
@@ -226,9 +227,14 @@ class MixerService:
 
     def reserve_ms(self) -> float:
         """How long before the deadline to stop gathering: the configured budget, or more when recent
-        mixes ran slower (1.5 x their 99th percentile), but never more than half the deadline."""
-        recent = 1.5 * float(np.percentile(self._mix_ms, 99)) if self._mix_ms else 0.0
-        return min(max(self.settings.mix_budget_ms, recent), self.settings.gather_deadline_ms / 2)
+        mixes ran slower (1.5 x their 99th percentile), but never more than half the deadline.
+        Recomputed at most once a second (a percentile per request was 4% of the mixer's time)."""
+        now = time.monotonic()
+        if now - self._reserve_at >= 1.0:
+            recent = 1.5 * float(np.percentile(self._mix_ms, 99)) if self._mix_ms else 0.0
+            self._reserve = min(max(self.settings.mix_budget_ms, recent), self.settings.gather_deadline_ms / 2)
+            self._reserve_at = now
+        return self._reserve
 
     def _on_request(self, req: FeedRequest, now: float) -> None:
         g = self.pending.setdefault(req.request_id, Gather(first_seen=now))

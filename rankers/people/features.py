@@ -141,29 +141,34 @@ def people_features(
     my_loc = me.location if me and me.location else None
     my_sen = SENIORITY_LEVEL.get(me.seniority) if me else None
 
-    out = np.zeros((8, n), dtype=np.float64)  # companies, skills, industry, location, seniority, degree, affinity, seen
+    # Filled as lists (setting a list item is several times cheaper than setting a numpy element),
+    # stacked into one array after: common companies, skill Jaccard, same industry, same location,
+    # seniority gap, candidate degree, industry affinity, seen before.
+    cols: list[list[float]] = [[0.0] * n for _ in range(8)]
+    co, sk, ind, loc, sen, deg, aff, was_seen = cols
     seen = inv.seen.get(member_id, ())
     for j, c in enumerate(item_ids):
         if c in seen:
-            out[7, j] = 1.0
+            was_seen[j] = 1.0
         nb = conn.get(c)
-        out[5, j] = len(nb) if nb else 0
+        deg[j] = len(nb) if nb else 0
         if my_cos:
             fc = follows.get(c)
             if fc:
-                out[0, j] = len(my_cos & fc)
+                co[j] = len(my_cos & fc)
         p = members.get(c)
         if p is None:
             continue
         if my_skills and p.skills:
-            out[1, j] = len(my_skills & p.skills) / len(my_skills | p.skills)
-        out[2, j] = my_ind is not None and p.industry == my_ind
+            sk[j] = len(my_skills & p.skills) / len(my_skills | p.skills)
+        ind[j] = my_ind is not None and p.industry == my_ind
         if affinity is not None:
-            out[6, j] = affinity.get(my_ind, p.industry)
-        out[3, j] = my_loc is not None and p.location == my_loc
+            aff[j] = affinity.get(my_ind, p.industry)
+        loc[j] = my_loc is not None and p.location == my_loc
         s = SENIORITY_LEVEL.get(p.seniority)
         if my_sen is not None and s is not None:
-            out[4, j] = abs(s - my_sen)
+            sen[j] = abs(s - my_sen)
+    out = np.array(cols, dtype=np.float64)
     if emb is not None:
         rows = emb.rows(item_ids)
         me_row = emb.row.get(member_id, len(emb.ids))
