@@ -7,6 +7,7 @@ from typing import Any
 
 from features.store import drop_online_rows
 from feedrank.settings import Settings
+from services.feed_state import drop_feed_state
 from services.kafka_io import drop_topics
 
 
@@ -20,7 +21,9 @@ def run_settings(base: Settings, **overrides: Any) -> Settings:
 
 
 def drop_run(settings: Settings) -> None:
-    """The run's feature rows and topics go, so repeated runs start from the same Redis and Kafka (a Redis
-    grown by earlier runs spends seconds rewriting its append-only file, on the cores the services use)."""
+    """The run's feature rows, served histories, explanations and topics go, so repeated runs start
+    from the same Redis and Kafka (a Redis grown by earlier runs spends seconds rewriting its
+    append-only file, on the cores the services use)."""
     drop_online_rows(settings, settings.feast_project)
+    drop_feed_state(settings, settings.feast_project)
     drop_topics(settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,10 +50,14 @@ def apply_definitions(settings: Settings) -> FeatureStore:
 def drop_online_rows(settings: Settings, project_glob: str) -> int:
     """Delete the online rows of the Feast projects matching ``project_glob`` (Feast's Redis keys end
     with the project name), so that test and benchmark runs do not grow Redis without bound."""
-    client = settings.redis_client()
+    return unlink_matching(settings.redis_client(), f"*{project_glob}")
+
+
+def unlink_matching(client: Any, pattern: str) -> int:
+    """UNLINK every key matching the glob ``pattern``, in batches of 10,000; returns how many."""
     batch: list[bytes] = []
     dropped = 0
-    for key in client.scan_iter(match=f"*{project_glob}".encode(), count=10_000):
+    for key in client.scan_iter(match=pattern.encode(), count=10_000):
         batch.append(key)
         if len(batch) >= 10_000:
             dropped += client.unlink(*batch)

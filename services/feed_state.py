@@ -14,6 +14,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
+from features.store import unlink_matching
 from feedrank.settings import Settings
 
 
@@ -56,3 +57,10 @@ class ExplanationStore:
     def load(self, request_id: str) -> dict[str, Any] | None:
         raw = self._r.get(self._prefix + request_id)
         return json.loads(raw) if raw is not None else None
+
+
+def drop_feed_state(settings: Settings, project_glob: str) -> int:
+    """Delete the served histories and explanations of the deployments whose Feast project matches
+    ``project_glob``: a benchmark run leaves thousands of explanations (about 9 KB each) for a day
+    otherwise, and a Redis grown to a gigabyte rewrote its append-only file mid-benchmark."""
+    return unlink_matching(settings.redis_client(), f"feedrank:{project_glob}:*")

@@ -21,6 +21,7 @@ from feedrank.contracts import Topic
 from feedrank.settings import Settings
 from services.demo import full_feeds, train_missing_fprs
 from services.feed_client import FeedClient
+from services.feed_state import drop_feed_state
 from services.kafka_io import drop_topics, ensure_topics, topic
 from services.supervisor import Supervisor, pipeline_services
 from services.traffic import SimulatedTraffic
@@ -50,6 +51,7 @@ def base_settings() -> Iterator[Settings]:
 
 def drop_test_feature_rows(s: Settings) -> None:
     drop_online_rows(s, "test_*")
+    drop_feed_state(s, "test_*")
 
 
 def isolated_settings(base: Settings, tmp_path, **overrides) -> Settings:
