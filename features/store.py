@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,6 +12,7 @@ from feast import FeatureStore, RepoConfig
 from feature_repo.definitions import ENTITIES, FEATURE_VIEWS
 from features.families import VIEWS
 from features.redis_layout import FeastRedisLayout
+from feedrank.redis_keys import unlink_matching
 from feedrank.settings import Settings
 
 # Every stored feature, as Feast references ("view:feature").
@@ -51,20 +51,6 @@ def drop_online_rows(settings: Settings, project_glob: str) -> int:
     """Delete the online rows of the Feast projects matching ``project_glob`` (Feast's Redis keys end
     with the project name), so that test and benchmark runs do not grow Redis without bound."""
     return unlink_matching(settings.redis_client(), f"*{project_glob}")
-
-
-def unlink_matching(client: Any, pattern: str) -> int:
-    """UNLINK every key matching the glob ``pattern``, in batches of 10,000; returns how many."""
-    batch: list[bytes] = []
-    dropped = 0
-    for key in client.scan_iter(match=pattern.encode(), count=10_000):
-        batch.append(key)
-        if len(batch) >= 10_000:
-            dropped += client.unlink(*batch)
-            batch = []
-    if batch:
-        dropped += client.unlink(*batch)
-    return dropped
 
 
 class OnlineWriter:

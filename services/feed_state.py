@@ -14,7 +14,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
-from features.store import unlink_matching
+from feedrank.redis_keys import unlink_matching
 from feedrank.settings import Settings
 
 
