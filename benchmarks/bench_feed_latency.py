@@ -164,18 +164,6 @@ def cpu_times(procs: dict[str, int]) -> dict[str, float]:
     return out
 
 
-def infra_pids() -> dict[str, int]:
-    """Kafka's JVM and redis-server, found by their command lines."""
-    found: dict[str, int] = {}
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if "kafka.Kafka" in cmd:
-            found["kafka"] = p.info["pid"]
-        elif "redis-server" in cmd:
-            found["redis"] = p.info["pid"]
-    return found
-
-
 def percentiles(ms: np.ndarray) -> dict[str, float]:
     if not len(ms):
         return {q: float("nan") for q in ("p50", "p95", "p99", "max", "mean")}
@@ -190,9 +178,11 @@ def percentiles(ms: np.ndarray) -> dict[str, float]:
 
 def run(spec: LoadSpec, base: Settings | None = None) -> dict[str, Any]:
     base = base or Settings()
-    for c in infra.up(base):
+    components = infra.up(base)
+    for c in components:
         if not c.reachable:
             raise RuntimeError(f"infrastructure not reachable: {c.line()}")
+    infra_pids = {c.name: c.pid for c in components if c.pid}  # Kafka's JVM and redis-server, if ours
     s = bench_settings(base, spec)
     generator = SimulatedTraffic(members=spec.members, requests=spec.requests, seed=7)
     t0 = time.perf_counter()
@@ -211,7 +201,7 @@ def run(spec: LoadSpec, base: Settings | None = None) -> dict[str, Any]:
             setup_s = time.perf_counter() - t0
             receiver = FeedReceiver(s)
             receiver.start()
-            pids = {**{name: p.pid for name, p in sup.procs.items()}, **infra_pids(), "load generator": os.getpid()}
+            pids = {**{name: p.pid for name, p in sup.procs.items()}, **infra_pids, "load generator": os.getpid()}
             cpu0, wall0 = cpu_times(pids), time.monotonic()
             scheduled = send_open_loop(s, spec, members, progress)
             deadline = time.monotonic() + spec.timeout
