@@ -11,7 +11,7 @@ from feast import FeatureStore, RepoConfig
 
 from feature_repo.definitions import ENTITIES, FEATURE_VIEWS
 from features.families import VIEWS
-from features.redis_layout import FeastRedisLayout
+from features.redis_layout import FeastRedisLayout, SharedRows
 from feedrank.redis_keys import unlink_matching
 from feedrank.settings import Settings
 
@@ -58,6 +58,8 @@ class OnlineWriter:
 
     def __init__(self, store: FeatureStore, settings: Settings) -> None:
         self._layout = FeastRedisLayout(store, settings.redis_client())
+        ttl_s = settings.shared_rows_ttl_ms / 1000.0
+        self.shared = SharedRows(ttl_s) if ttl_s > 0 else None
 
     def write(self, rows_by_view: dict[str, list[dict]], event_time: float | None = None) -> int:
         return self._layout.write(rows_by_view, event_time if event_time is not None else time.time())
@@ -68,13 +70,15 @@ class FastOnlineReader:
 
     def __init__(self, store: FeatureStore, settings: Settings) -> None:
         self._layout = FeastRedisLayout(store, settings.redis_client())
+        ttl_s = settings.shared_rows_ttl_ms / 1000.0
+        self.shared = SharedRows(ttl_s) if ttl_s > 0 else None
 
     def read(self, member_id: str, candidates: Sequence[tuple[str, str, str]]) -> pd.DataFrame:
         return self._layout.read(member_id, candidates)
 
     def read_columns(self, member_id: str, candidates: Sequence[tuple[str, str, str]]) -> dict[str, np.ndarray]:
         """Only the columns serving uses (each view's ``served``), as arrays: what the mixer scores."""
-        return self._layout.read_columns(member_id, candidates, served_only=True)
+        return self._layout.read_columns(member_id, candidates, served_only=True, shared=self.shared)
 
 
 def entity_rows(member_id: str, candidates: Sequence[tuple[str, str, str]]) -> list[dict[str, str]]:

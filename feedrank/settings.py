@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     # leave time for scoring and re-ranking.
     gather_deadline_ms: int = Field(default=500, ge=1)
     mix_budget_ms: int = Field(default=100, ge=0)
+    # The mixer shares the rows of item and actor stats across requests for this long (0: every request
+    # reads them): a feed's features are then up to this much older than Redis's, for a third less Redis work.
+    shared_rows_ttl_ms: float = Field(default=250.0, ge=0)
     mixer_workers: int = Field(default=1, ge=1, le=64)  # mixer processes (at most the partition count do work)
     served_ttl_s: float = Field(default=3600.0, gt=0)  # how long the mixer remembers what it served a member
     explain_ttl_s: float = Field(default=86_400.0, ge=0)  # how long `feedrank explain` can explain a request; 0: off

@@ -27,6 +27,7 @@ from rankers.jobs.embeddings import CachedEntities, EmbeddingTable
 FEATURES: list[str] = [
     "job_ctr",
     "recency",
+    "recency_1d",
     "text_cos",
     "minilm_cos",
     "p2v_max",
@@ -65,6 +66,7 @@ class JobFeaturizer:
         global_job_ctr: float,
         ctr_prior_strength: float = 20.0,
         half_life_hours: float = 168.0,
+        fast_half_life_hours: float = 24.0,
         history: int = 20,
     ) -> None:
         self.texts = texts
@@ -73,6 +75,7 @@ class JobFeaturizer:
         self.global_job_ctr = global_job_ctr
         self.ctr_prior_strength = ctr_prior_strength
         self.half_life_hours = half_life_hours
+        self.fast_half_life_hours = fast_half_life_hours
         self.history = history
 
     # ------------------------------------------------------------------ text rows
@@ -131,6 +134,7 @@ class JobFeaturizer:
         X[:, _COL["job_ctr"]] = (eng + a * prior) / (imp + a)
         age_h = np.maximum(0.0, now - created) / 3600.0
         X[:, _COL["recency"]] = 0.5 ** (age_h / self.half_life_hours)
+        X[:, _COL["recency_1d"]] = 0.5 ** (age_h / self.fast_half_life_hours)
 
         m_eng = inv.type_engagements.get(member_id, {}).get(ItemType.JOB, 0)
         m_imp = inv.type_impressions.get(member_id, {}).get(ItemType.JOB, 0)

@@ -67,3 +67,47 @@ def test_feast_cli_apply_registers_every_family(base_settings, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     listed = subprocess.run([feast, "feature-views", "list"], cwd=repo, capture_output=True, text=True, timeout=120)
     assert {v.name for v in VIEWS} <= set(re.findall(r"^(\w+)\s", listed.stdout, flags=re.M))
+
+
+def test_shared_rows_serve_item_and_actor_stats_until_they_age_out(base_settings, tmp_path):
+    """The mixer's cache of member-independent rows: the same values as Redis's, fewer keys read, and
+    a row written since is seen once the cached generation is older than its TTL."""
+    from features.redis_layout import SharedRows
+
+    s = isolated_settings(base_settings, tmp_path)
+    store = feature_store(s)
+    table = recompute(SimulatedTraffic(members=200, requests=150, seed=5).events())
+    writer = OnlineWriter(store, s)
+    writer.write(stored_rows(table.keys(), table), time.time())
+    items = sorted({tuple(k.split("|")[1:]) for k in table if k.startswith("member_actor_type|")})[:30]
+    cands = [(f"i{j}", t, a) for j, (_, a, t) in enumerate(items)]
+    item_ids = [k.split("|")[1] for k in table if k.startswith("item_stats|")]
+    cands = [(item_ids[j % len(item_ids)], t, a) for j, (_, t, a) in enumerate(cands)]
+    member = items[0][0]
+    layout = FastOnlineReader(store, s)._layout
+    now = [0.0]
+    shared = SharedRows(ttl_s=0.25, clock=lambda: now[0])
+    plain = layout.read_columns(member, cands, served_only=True)
+    first = layout.read_columns(member, cands, served_only=True, shared=shared)
+    assert shared.hits == 0 and shared.misses > 0
+    misses = shared.misses
+    second = layout.read_columns(member, cands, served_only=True, shared=shared)
+    assert shared.misses == misses and shared.hits == misses  # every item and actor row came from memory
+    for name in plain:
+        np.testing.assert_array_equal(first[name], plain[name], err_msg=name)
+        np.testing.assert_array_equal(second[name], plain[name], err_msg=name)
+    # Another member with the same candidates: member-keyed views are read, shared ones are not.
+    other = layout.read_columns(items[-1][0], cands, served_only=True, shared=shared)
+    assert shared.misses == misses
+    np.testing.assert_array_equal(other["item_stats__eng_1d"], plain["item_stats__eng_1d"])
+
+    item = cands[0][0]
+    rows = stored_rows([f"item_stats|{item}"], {f"item_stats|{item}": {**table[f"item_stats|{item}"]}})
+    for view_rows in rows.values():
+        for r in view_rows:
+            r["eng_1d"] = 987.0
+    writer.write(rows, time.time())
+    now[0] = 0.2  # within the TTL: the cached row
+    assert layout.read_columns(member, cands, served_only=True, shared=shared)["item_stats__eng_1d"][0] != 987.0
+    now[0] = 0.3  # the generation aged out: Redis's row
+    assert layout.read_columns(member, cands, served_only=True, shared=shared)["item_stats__eng_1d"][0] == 987.0

@@ -207,3 +207,17 @@ def test_offline_model_beats_popularity_on_simulated_job_clicks(world: Simulated
     df = log[log["clicked"] & (log["item_type"] == "job")][["member_id", "item_id", "timestamp"]]
     out = evaluate_interactions(JobsInteractionModel(), df.reset_index(drop=True))
     assert out["model"]["ndcg@10"] > out["popularity"]["ndcg@10"], out
+
+
+def test_training_rows_lose_prod2vec_as_a_stale_model_would():
+    """A job younger than the row's drawn model staleness has no Prod2Vec vector; older ones keep theirs."""
+    from rankers.jobs.features import FEATURES
+    from rankers.jobs.train import P2V_COLUMNS, mask_unembedded
+
+    X = np.ones((4, len(FEATURES)), dtype=np.float32)
+    mask_unembedded(X, age_h=np.array([1.0, 50.0, 10.0, 200.0]), staleness_h=np.array([5.0, 40.0, 30.0, 100.0]))
+    p2v = X[:, P2V_COLUMNS]
+    assert (p2v[[0, 2]] == 0).all() and (p2v[[1, 3]] == 1).all()
+    others = np.delete(X, P2V_COLUMNS, axis=1)
+    assert (others == 1).all()  # every other feature is untouched
+    assert {FEATURES[j] for j in P2V_COLUMNS} == {"p2v_max", "p2v_mean", "has_p2v"}
