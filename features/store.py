@@ -58,8 +58,6 @@ class OnlineWriter:
 
     def __init__(self, store: FeatureStore, settings: Settings) -> None:
         self._layout = FeastRedisLayout(store, settings.redis_client())
-        ttl_s = settings.shared_rows_ttl_ms / 1000.0
-        self.shared = SharedRows(ttl_s) if ttl_s > 0 else None
 
     def write(self, rows_by_view: dict[str, list[dict]], event_time: float | None = None) -> int:
         return self._layout.write(rows_by_view, event_time if event_time is not None else time.time())

@@ -53,6 +53,7 @@ class Batch:
     member_row: int  # row in texts.matrix("member")
     job_rows: np.ndarray  # (n,) rows in texts.matrix("job")
     engagements: np.ndarray  # (n,) each job's engagements so far: the popularity baseline, not a feature
+    age_h: np.ndarray  # (n,) each job's age in hours (0 for a job the inventory does not know)
 
 
 class JobFeaturizer:
@@ -153,7 +154,7 @@ class JobFeaturizer:
         X[:, _COL["skill_industry_cos"]] = jv[:, enc.skill_industry_slice] @ mv[enc.skill_industry_slice]
 
         self._prod2vec(X, inv, member_id, item_ids, prod2vec or self.prod2vec)
-        return Batch(X, m_row, j_rows, eng)
+        return Batch(X, m_row, j_rows, eng, age_h)
 
     def _prod2vec(
         self, X: np.ndarray, inv: Inventory, member_id: str, item_ids: Sequence[str], table: EmbeddingTable

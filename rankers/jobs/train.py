@@ -158,9 +158,7 @@ def replay_features(
             )
             sl = slice(offset + start, offset + start + n)
             X[sl], m_rows[sl], j_rows[sl], engagements[sl] = b.X, b.member_row, b.job_rows, b.engagements
-            now = float(ts[start])
-            items_of = [inv.items.get(str(i)) for i in items[start : start + n]]
-            age_h[sl] = [(now - it.created_at) / 3600.0 if it is not None else 0.0 for it in items_of]
+            age_h[sl] = b.age_h
             start += n
         offset += len(chunk)
 
