@@ -34,13 +34,15 @@ from services.kafka_io import LagProbe, ensure_topics, make_producer, topic
 from services.supervisor import Supervisor
 
 
-def events(n: int, now: bool, rng: random.Random, members: int = 20_000, items: int = 50_000):
+def events(n: int, now: bool, rng: random.Random, members: int = 20_000, items: int = 50_000, prefix: str = "b"):
+    """``n`` impressions and clicks; ``prefix`` keeps event ids unique across calls (the service drops
+    repeated ids as duplicates)."""
     kinds = [EventType.IMPRESSION] * 9 + [EventType.CLICK]
     types = list(ItemType)
     for i in range(n):
         item = rng.randrange(items)
         yield MemberEvent(
-            event_id=f"b{i}",
+            event_id=f"{prefix}{i}",
             event_type=rng.choice(kinds),
             member_id=f"m{rng.randrange(members)}",
             timestamp=time.time() if now else 1_790_000_000.0 + i * 0.01,
@@ -160,7 +162,7 @@ def run(n_backlog: int, rate: float, seconds: float) -> dict:
         # when they end and when the run's last event is written, and the difference is the window's.
         templates = [
             e.model_dump(mode="json", exclude_none=True)
-            for e in events(int(rate * (seconds + WARMUP_S)), now=True, rng=rng)
+            for e in events(int(rate * (seconds + WARMUP_S)), now=True, rng=rng, prefix="r")
         ]
         start = time.monotonic()
         sent = 0

@@ -37,7 +37,7 @@ from evaluation.fpr_oracle import SimulatedWorld, held_out, held_out_requests
 from evaluation.observed_expected import ratio_stats
 from features.families import apply_event, rows_of
 from features.training_set import build_training_set, stored_columns
-from feedrank.contracts import Candidate, ItemType, MemberEvent
+from feedrank.contracts import CONNECTIONS, Candidate, ItemType, MemberEvent
 from feedrank.settings import REPO_ROOT
 from rankers.calibration import calibration_report
 from rankers.fpr import FirstPassRanker
@@ -130,7 +130,7 @@ def feed_violations(inv: Inventory, member_id: str, feed: MixResult, union: set[
         out["blocked"] += any(inv.is_blocked(member_id, p) for p in people)
         item = inv.items.get(s.item_id)
         own = member_id in people
-        private = item is not None and item.visibility == "connections"
+        private = item is not None and item.visibility == CONNECTIONS
         out["invisible"] += own or (private and not inv.is_connected(member_id, item.actor_id))
     return out
 

@@ -25,11 +25,14 @@ from dataclasses import dataclass, field
 import faust
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from prometheus_client import Counter, Histogram, start_http_server
 
 from features.batching import RecordBatch, deliver_in_batches
-from features.families import SEP, VIEWS
+from features.broker_credentials import faust_credentials
+from features.dedupe import DuplicateEvents
+from features.families import VIEWS
+from features.rebuild import ROWS_TABLE
+from features.redis_layout import send_while_redis_returns
 from features.row_state import Changed, RowState, event_kind
 from feedrank.contracts import ContractError, DeadLetter, MemberEvent, Topic, parse, parse_all, topic_name
 from feedrank.settings import get_settings
@@ -55,6 +58,7 @@ app = faust.App(
     f"{settings.topic_prefix}feedrank-features",
     broker=f"kafka://{settings.kafka_bootstrap}",
     broker_consumer=f"kafka-batching://{settings.kafka_bootstrap}",
+    broker_credentials=faust_credentials(settings),
     broker_max_poll_records=FETCH_MAX_RECORDS,
     store="memory://",
     web_enabled=False,
@@ -78,7 +82,7 @@ dead_letters = app.topic(
 # Row key (view|entity...) -> the row's packed record (see RowState.pack). Faust recovers it from the
 # changelog on start; the service reads it only for rows it has not folded since (RowState's loader).
 rows = app.Table(
-    "feature-rows-v2",
+    ROWS_TABLE,
     default=None,
     partitions=settings.topic_partitions,
     key_type=str,  # serialized as JSON
@@ -86,6 +90,7 @@ rows = app.Table(
     recovery_buffer_size=10_000,
 )
 state = RowState(settings.topic_partitions, load=lambda key: rows.data.get(key))
+duplicates = DuplicateEvents(settings.event_dedupe_window)
 
 
 FRESHNESS = Histogram(
@@ -160,24 +165,19 @@ class Sinks:
         self.produce_changelog(changed)
         batches = {}
         for view in VIEWS:
-            sel, values = changed.select(view)
-            if not len(sel):
+            batch = changed.view_batch(view)
+            if batch is None:
                 continue
-            # Join-key columns split out of the row keys by Arrow, not row by row in Python.
-            parts = pc.split_pattern(pa.array([changed.keys[i] for i in sel], pa.string()), SEP)
-            columns = [pc.list_element(parts, j + 1) for j in range(len(view.join_keys))]
-            batches[view.name] = (columns, values)
+            batches[view.name] = columns, values = batch
             table = dict(zip(view.join_keys, columns, strict=True))
             table.update({c: values[:, j] for j, c in enumerate(view.stored)})
             self._buffer.setdefault(view.name, []).append(pa.table(table))
-            self._buffered += len(sel)
+            self._buffered += len(values)
         return self._layout.encode_hsets(batches, watermark)
 
     def send_online(self, payload: bytes, n: int, event_times: np.ndarray | None) -> int:
         """The Redis round trip (on the online thread); freshness is measured when it returns."""
-        from features.redis_layout import send_pipelined
-
-        send_pipelined(self._layout.client, payload, n)
+        send_while_redis_returns(self._layout.client, payload, n)
         ROWS_WRITTEN.inc(n)
         if event_times is not None and len(event_times):
             observe_many(FRESHNESS, np.maximum(0.0, time.time() - event_times))
@@ -294,24 +294,46 @@ async def flush(
         return written
 
 
+async def dead_letter(records: RecordBatch, i: int, reason: str) -> None:
+    letter = DeadLetter.of(
+        "features",
+        records.topic,
+        records.values[i],
+        reason,
+        partition=records.partitions[i],
+        offset=records.offsets[i],
+        key=records.keys[i],
+    )
+    await dead_letters.send(key=(letter.key or "").encode(), value=letter.to_bytes())
+    EVENTS.labels("dead_letter").inc()
+
+
 @app.agent(event_batches)
 async def aggregate(stream: faust.StreamT) -> None:
     async for records in stream.noack():
         events = parse_all(MemberEvent, records.values)
         if events is not None:
             batch = list(zip(events, records.partitions, records.offsets, strict=True))
+            at = range(len(batch))
         else:  # some record is bad: parse one by one, dead-lettering the bad ones with the reason
-            batch = []
-            for raw, part, off, key in zip(
-                records.values, records.partitions, records.offsets, records.keys, strict=True
-            ):
+            batch, at = [], []
+            for i, (raw, part, off) in enumerate(zip(records.values, records.partitions, records.offsets, strict=True)):
                 try:
                     batch.append((parse(MemberEvent, raw), part, off))
+                    at.append(i)
                 except ContractError as err:
-                    reason = str(err)
-                    letter = DeadLetter.of("features", records.topic, raw, reason, partition=part, offset=off, key=key)
-                    await dead_letters.send(key=(letter.key or "").encode(), value=letter.to_bytes())
-                    EVENTS.labels("dead_letter").inc()
+                    await dead_letter(records, i, str(err))
+        if settings.event_dedupe_window and batch:
+            firsts = duplicates.first_offsets((e.event_id, p, o) for e, p, o in batch)
+            if any(f is not None for f in firsts):
+                kept = []
+                for item, i, first in zip(batch, at, firsts, strict=True):
+                    if first is None:
+                        kept.append(item)
+                    else:
+                        why = f"duplicate event_id {item[0].event_id}: first at offset {first} of partition {item[1]}"
+                        await dead_letter(records, i, why)
+                batch = kept
         changed = state.fold(batch)
         # Freshness is measured for the events that update feature rows (not posts, connects...).
         times = np.fromiter((e.timestamp for e, _, _ in batch if event_kind(e) >= 0), dtype=np.float64)

@@ -10,6 +10,7 @@ then a little-endian double), so a whole response decodes in one numpy call.
 
 from __future__ import annotations
 
+import logging
 import struct
 import time
 from collections.abc import Callable, Sequence
@@ -25,8 +26,11 @@ from feast.infra.online_stores.helpers import _mmh3
 from feast.infra.online_stores.redis import _versioned_fv_name
 from feast.protos.feast.types.Value_pb2 import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
+from redis._parsers import BaseParser
 
 from features.families import VIEWS, View
+
+log = logging.getLogger(__name__)
 
 _DOUBLE_TAG = 0x29
 _ENCODED_CACHE_MAX = 1_000_000
@@ -359,12 +363,37 @@ def send_pipelined(client: redis.Redis, payload: bytes, replies: int) -> None:
         if lines != replies or buffered:
             raise redis.ConnectionError(f"expected {replies} replies from Redis, got {lines}")
         if first_error is not None:
-            raise redis.ResponseError(first_error[1:])
+            # As redis-py classes it: "-LOADING" (a restarted Redis still reading its append-only file)
+            # is a BusyLoadingError, a ConnectionError; "-READONLY" (a failed-over primary) a ReadOnlyError.
+            raise BaseParser.parse_error(first_error[1:])
     except BaseException:
         conn.disconnect()
         raise
     finally:
         client.connection_pool.release(conn)
+
+
+REDIS_OUTAGE_S = 300.0  # how long a Redis outage is waited out before the worker exits (and replays)
+# Transient: Redis restarting (refused, reset, or still loading its data) or failing over (a replica
+# answering READONLY until it is promoted). Any other error reply is a bug, raised at once.
+_TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError, redis.exceptions.MasterDownError)
+
+
+def send_while_redis_returns(client: redis.Redis, payload: bytes, n: int, outage_s: float = REDIS_OUTAGE_S) -> None:
+    """``send_pipelined``, retried while Redis is down (a restart, a failover) for up to ``outage_s``: the
+    HSETs write whole rows, so sending the same payload again is harmless, and the consumer waits on
+    this write rather than exit and re-read everything."""
+    delay, since = 0.05, time.monotonic()
+    while True:
+        try:
+            send_pipelined(client, payload, n)
+            return
+        except _TRANSIENT as err:
+            if time.monotonic() - since > outage_s:
+                raise
+            log.warning("Redis unavailable (%s: %s); retrying %d rows in %.2f s", type(err).__name__, err, n, delay)
+            time.sleep(delay)
+            delay = min(2 * delay, 2.0)
 
 
 def _decode(packed: bytes, width: int) -> np.ndarray:

@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.families import HALF_LIFE_S, SEP, VIEWS, View
 from feedrank.contracts import ENGAGEMENT_TYPES, EventType, MemberEvent
@@ -76,6 +78,15 @@ class Changed:
             np.float64, copy=False
         )
         return sel, values
+
+    def view_batch(self, view: View) -> tuple[list[pa.Array], np.ndarray] | None:
+        """The view's rows as ``FeastRedisLayout.encode_hsets`` takes them: join-key columns (split out of
+        the row keys by Arrow, not row by row in Python) and stored values; None if it has none."""
+        sel, values = self.select(view)
+        if not len(sel):
+            return None
+        parts = pc.split_pattern(pa.array([self.keys[i] for i in sel], pa.string()), SEP)
+        return [pc.list_element(parts, j + 1) for j in range(len(view.join_keys))], values
 
     def stored(self, view: View) -> tuple[list[str], np.ndarray]:
         """The keys of one view's rows and their stored columns, in ``view.stored`` order."""
@@ -214,6 +225,22 @@ class RowState:
                     target[u, k] += np.bincount(inv[sel], weights=add[sel, k], minlength=len(u))
         for kind in (IMPRESSION, ENGAGEMENT, HIDE):
             self.counts[u, kind] += np.bincount(inv[kind_a == kind], minlength=len(u))
+        return self._changed(u)
+
+    def restore(self, records: dict[str, bytes]) -> Changed | None:
+        """Rows as the changelog last recorded them (key -> packed record): what rebuilding the online
+        store from Kafka writes back."""
+        keys = [k for k in records if k not in self.slot]
+        start = len(self.keys)
+        for i, k in enumerate(keys, start):
+            self.slot[k] = i
+        self._add_rows(keys, [VIEW_INDEX[k.split(SEP, 1)[0]] for k in keys])
+        u = np.fromiter((self.slot[k] for k in records), dtype=np.int64, count=len(records))
+        for s, record in zip(u.tolist(), records.values(), strict=True):
+            self.unpack_into(s, record)
+        return self._changed(u) if len(u) else None
+
+    def _changed(self, u: np.ndarray) -> Changed:
         return Changed(
             keys=[self.keys[s] for s in u],
             view=self.view[u],

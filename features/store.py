@@ -12,6 +12,7 @@ from feast import FeatureStore, RepoConfig
 from feature_repo.definitions import ENTITIES, FEATURE_VIEWS
 from features.families import VIEWS
 from features.redis_layout import FeastRedisLayout, SharedRows
+from feedrank.infra import check_redis_credentials
 from feedrank.redis_keys import unlink_matching
 from feedrank.settings import Settings
 
@@ -41,7 +42,11 @@ def feature_store(settings: Settings) -> FeatureStore:
 
 
 def apply_definitions(settings: Settings) -> FeatureStore:
-    """``feast apply`` for this repository's definitions (idempotent)."""
+    """``feast apply`` for this repository's definitions (idempotent).
+
+    Checks Redis's credentials first (Feast's apply does not talk to Redis): a wrong or missing
+    FEEDRANK_REDIS_PASSWORD fails here, clearly, not at the first feature read or write."""
+    check_redis_credentials(settings)
     store = feature_store(settings)
     store.apply([*ENTITIES, *FEATURE_VIEWS])
     return store
@@ -66,8 +71,8 @@ class OnlineWriter:
 class FastOnlineReader:
     """The serving read: Feast's layout read directly in one pipelined round trip (``view__feature``)."""
 
-    def __init__(self, store: FeatureStore, settings: Settings) -> None:
-        self._layout = FeastRedisLayout(store, settings.redis_client())
+    def __init__(self, store: FeatureStore, settings: Settings, fail_fast: bool = False) -> None:
+        self._layout = FeastRedisLayout(store, settings.redis_client(fail_fast))
         ttl_s = settings.shared_rows_ttl_ms / 1000.0
         self.shared = SharedRows(ttl_s) if ttl_s > 0 else None
 

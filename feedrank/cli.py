@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import sys
+import time
 
 from feedrank.settings import get_settings
 
@@ -336,6 +337,16 @@ def _eval(args: argparse.Namespace) -> int:
     return int(importlib.import_module(EVAL_COMMANDS[args.eval_command][0]).run(args))
 
 
+def _rebuild_online(args: argparse.Namespace) -> int:
+    from features.rebuild import changelog_topic, rebuild_online
+
+    s = get_settings()
+    started = time.monotonic()
+    rows = rebuild_online(s, show_progress=True)
+    print(f"wrote {rows} feature rows from {changelog_topic(s)} in {time.monotonic() - started:.1f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="feedrank", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -370,6 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--requests", type=int, default=3000, help="simulated feed requests")
     train.add_argument("--seed", type=int, default=7)
     train.set_defaults(func=_train)
+
+    rebuild = sub.add_parser(
+        "rebuild-online", help="rewrite every online feature row from Kafka (after Redis lost data)"
+    )
+    rebuild.set_defaults(func=_rebuild_online)
 
     explain = sub.add_parser("explain", help="why each item of a served feed is where it is")
     explain.add_argument("request_id")

@@ -18,13 +18,18 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from feedrank.settings import REPO_ROOT, Settings
+from feedrank.settings import REPO_ROOT, SECRET_MASK, Settings
 
 KAFKA_POM = REPO_ROOT / "infra" / "kafka" / "pom.xml"
 
 
 class InfraError(RuntimeError):
     """Local infrastructure could not be provisioned or started; the message says what to fix."""
+
+
+class RedisAuthError(InfraError):
+    """Redis refused feedrank's credentials: FEEDRANK_REDIS_PASSWORD is missing, wrong, or set for a Redis
+    that has no password. The message never holds the password."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,18 @@ def _stop_pid(path: Path, grace_s: float = 20.0) -> bool:
     return True
 
 
-def _wait_for(check, what: str, timeout_s: float, log_file: Path | None = None) -> None:
+def _secrets(settings: Settings) -> list[str]:
+    return [s.get_secret_value() for s in (settings.redis_password, settings.kafka_sasl_password) if s]
+
+
+def _redact(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, SECRET_MASK)
+    return text
+
+
+def _wait_for(check, what: str, timeout_s: float, log_file: Path | None = None, hide: list[str] | None = None) -> None:
+    """Poll ``check`` until true; else an error with the log's last lines, ``hide``'s secrets masked."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if check():
@@ -94,7 +110,8 @@ def _wait_for(check, what: str, timeout_s: float, log_file: Path | None = None) 
         time.sleep(0.3)
     tail = ""
     if log_file and log_file.exists():
-        tail = "\n--- last lines of " + str(log_file) + " ---\n" + "\n".join(log_file.read_text().splitlines()[-20:])
+        lines = log_file.read_text(errors="replace").splitlines()[-20:]
+        tail = "\n--- last lines of " + str(log_file) + " ---\n" + _redact("\n".join(lines), hide or [])
     raise InfraError(f"{what} did not become ready within {timeout_s:.0f}s{tail}")
 
 
@@ -258,24 +275,43 @@ def _redis_binary() -> str:
     return found
 
 
-def _redis_ready(settings: Settings) -> bool:
+def _redis_ping(settings: Settings, timeout_s: float = 1.0) -> bool:
+    """One PING with the configured credentials, without redis-py's retries (it retries authentication
+    errors, 3.5 s each); raises ``RedisAuthError`` if Redis refuses the credentials."""
     import redis
 
+    client = settings.redis_client(fail_fast=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     try:
-        return bool(redis.Redis(**settings.redis_kwargs(), socket_timeout=1).ping())
+        return bool(client.ping())
+    except redis.AuthenticationError as err:  # before RedisError: it is a ConnectionError
+        address = f"{settings.redis_host}:{settings.redis_port}"
+        if settings.redis_password is None:
+            fix = "it requires a password: set FEEDRANK_REDIS_PASSWORD"
+        else:
+            fix = "check FEEDRANK_REDIS_PASSWORD (wrong, or set for a Redis without a password)"
+        reason = _redact(str(err), _secrets(settings))
+        raise RedisAuthError(f"Redis at {address} refused authentication ({reason}): {fix}") from None
     except redis.RedisError:
         return False
+    finally:
+        client.close()
 
 
-def redis_up(settings: Settings, timeout_s: float = 30.0) -> ComponentStatus:
-    pid_file = settings.redis_dir / "redis.pid"
-    if _read_pid(pid_file) or port_open(settings.redis_host, settings.redis_port):
-        _wait_for(lambda: _redis_ready(settings), "Redis", timeout_s)
-        return redis_status(settings)
-    binary = _redis_binary()
+def check_redis_credentials(settings: Settings, timeout_s: float = 5.0) -> None:
+    """Fail early and clearly (``RedisAuthError``) if the configured Redis refuses the configured
+    credentials; a Redis that cannot be reached is left to the caller's first command."""
+    _redis_ping(settings, timeout_s)
+
+
+def _redis_conf_value(value: str) -> str:
+    """``value`` as one double-quoted redis.conf argument: every byte but letters and digits as ``\\xHH``,
+    so that no space, quote or newline in a password can split the line or add a directive."""
+    return '"' + "".join(chr(b) if chr(b).isalnum() and b < 128 else f"\\x{b:02x}" for b in value.encode()) + '"'
+
+
+def _write_redis_conf(settings: Settings) -> Path:
+    """The local Redis's configuration, owner-only (0600) from its creation: it may hold ``requirepass``."""
     settings.redis_dir.mkdir(parents=True, exist_ok=True)
-    settings.log_dir.mkdir(parents=True, exist_ok=True)
-    conf = settings.redis_dir / "redis.conf"
     lines = [
         f"bind {settings.redis_host}",
         f"port {settings.redis_port}",
@@ -289,9 +325,23 @@ def redis_up(settings: Settings, timeout_s: float = 30.0) -> ComponentStatus:
         f"logfile {settings.log_dir / 'redis.log'}",
     ]
     if settings.redis_password:
-        lines.append(f"requirepass {settings.redis_password.get_secret_value()}")
-    conf.write_text("\n".join(lines) + "\n")
-    conf.chmod(0o600)
+        lines.append(f"requirepass {_redis_conf_value(settings.redis_password.get_secret_value())}")
+    conf = settings.redis_dir / "redis.conf"
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT: tighten it before writing
+        f.write("\n".join(lines) + "\n")
+    return conf
+
+
+def redis_up(settings: Settings, timeout_s: float = 30.0) -> ComponentStatus:
+    pid_file = settings.redis_dir / "redis.pid"
+    if _read_pid(pid_file) or port_open(settings.redis_host, settings.redis_port):
+        _wait_for(lambda: _redis_ping(settings), "Redis", timeout_s)
+        return redis_status(settings)
+    binary = _redis_binary()
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    conf = _write_redis_conf(settings)
     proc = subprocess.Popen(
         [binary, str(conf)],
         stdout=subprocess.DEVNULL,
@@ -301,7 +351,11 @@ def redis_up(settings: Settings, timeout_s: float = 30.0) -> ComponentStatus:
     )
     pid_file.write_text(str(proc.pid))
     _wait_for(
-        lambda: proc.poll() is None and _redis_ready(settings), "Redis", timeout_s, settings.log_dir / "redis.log"
+        lambda: proc.poll() is None and _redis_ping(settings),
+        "Redis",
+        timeout_s,
+        settings.log_dir / "redis.log",
+        hide=_secrets(settings),
     )
     return redis_status(settings)
 
@@ -322,11 +376,21 @@ def up(settings: Settings) -> list[ComponentStatus]:
     return [redis_up(settings), kafka_up(settings)]
 
 
+def kafka_down(settings: Settings) -> bool:
+    """Stop the broker (SIGTERM: a controlled shutdown); False if it was not running."""
+    return _stop_pid(settings.kafka_dir / "kafka.pid", grace_s=30)
+
+
+def redis_down(settings: Settings) -> bool:
+    """Stop Redis (SIGTERM: it syncs its append-only file first); False if it was not running."""
+    return _stop_pid(settings.redis_dir / "redis.pid")
+
+
 def down(settings: Settings) -> list[str]:
     stopped = []
-    if _stop_pid(settings.kafka_dir / "kafka.pid", grace_s=30):
+    if kafka_down(settings):
         stopped.append("kafka")
-    if _stop_pid(settings.redis_dir / "redis.pid"):
+    if redis_down(settings):
         stopped.append("redis")
     return stopped
 

@@ -6,6 +6,7 @@ so one process tree (a test session, a container) can be pointed elsewhere witho
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +21,19 @@ if TYPE_CHECKING:
     import redis
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+SECRET_MASK = "**********"  # what pydantic's SecretStr shows instead of a secret
+_PASSWORD_PART = "password="
+
+
+class HiddenPassword(str):
+    """A connection string that works as the plain string but whose repr masks the password (its last
+    ``password=`` part), so that reprs of what holds it (tracebacks, debug logs) do not show it."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        head, sep, _ = str(self).partition("," + _PASSWORD_PART)
+        return repr(head + sep + SECRET_MASK if sep else head)
 
 
 class Settings(BaseSettings):
@@ -56,6 +70,9 @@ class Settings(BaseSettings):
     feast_repo: Path = REPO_ROOT / "feature_repo"
     feast_project: str = "feedrank"
 
+    # The feature service dead-letters an event whose event_id it read in the last this many records of
+    # the same partition (a duplicate would be counted twice); 0 turns the check off.
+    event_dedupe_window: int = Field(default=100_000, ge=0)
     # Prometheus metrics of the feature service (freshness, throughput) on 127.0.0.1; 0 turns them off.
     features_metrics_port: int = Field(default=9108, ge=0, le=65535)
 
@@ -66,6 +83,9 @@ class Settings(BaseSettings):
     # leave time for scoring and re-ranking.
     gather_deadline_ms: int = Field(default=500, ge=1)
     mix_budget_ms: int = Field(default=100, ge=0)
+    # FPR answers whose request the mixer has not read after this long are dead-lettered (an answer to
+    # nothing, or to a request lost upstream); until then they hold back the mixer's committed offset.
+    orphan_answer_ttl_s: float = Field(default=60.0, gt=0)
     # The mixer shares the rows of item and actor stats across requests for this long (0: every request
     # reads them): a feed's features are then up to this much older than Redis's, for a third less Redis work.
     shared_rows_ttl_ms: float = Field(default=250.0, ge=0)
@@ -155,20 +175,40 @@ class Settings(BaseSettings):
             kw["password"] = self.redis_password.get_secret_value()
         return kw
 
-    def redis_client(self) -> redis.Redis:
-        """A client of the configured Redis (the online store, and the mixer's shared state)."""
+    def redis_client(self, fail_fast: bool = False, **options: object) -> redis.Redis:
+        """A client of the configured Redis (the online store, and the mixer's shared state).
+
+        ``fail_fast``: no retries and a short connect timeout, for the feed's path, which serves without
+        Redis rather than wait for it, and for probes (redis-py's default retries back off for seconds
+        per command, authentication errors included). ``options`` go to ``redis.Redis`` as they are."""
         import redis  # here, not at the top: most processes that read settings never talk to Redis
 
-        return redis.Redis(**self.redis_kwargs())  # type: ignore[arg-type]
+        kwargs = self.redis_kwargs()
+        if fail_fast:
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            kwargs.update(retry=Retry(NoBackoff(), 0), socket_connect_timeout=0.25)
+        return redis.Redis(**{**kwargs, **options})  # type: ignore[arg-type]
 
     def feast_redis_connection_string(self) -> str:
-        """Feast's ``host:port,k=v`` format; built here so the password never sits in a file."""
+        """Feast's ``host:port,k=v`` format; built here so the password never sits in a file.
+
+        Feast JSON-decodes each value, so the password goes in as a JSON string (a password such as
+        ``true``, ``null`` or ``"x"`` would otherwise reach Redis changed), and splits on ',', which a
+        password therefore cannot hold. The result's repr hides the password (Feast's ``RepoConfig``
+        and ``FeatureStore`` reprs show it)."""
         parts = [f"{self.redis_host}:{self.redis_port}", f"db={self.redis_db}"]
         if self.redis_ssl:
             parts.append("ssl=true")
         if self.redis_password:
-            parts.append(f"password={self.redis_password.get_secret_value()}")
-        return ",".join(parts)
+            secret = self.redis_password.get_secret_value()
+            if "," in secret:
+                raise ValueError(
+                    "FEEDRANK_REDIS_PASSWORD holds a ',', which Feast's Redis connection string cannot carry"
+                )
+            parts.append(_PASSWORD_PART + json.dumps(secret))  # last: the repr hides everything after it
+        return HiddenPassword(",".join(parts))
 
     def child_env(self) -> dict[str, str]:
         """Environment for a child process so that it sees exactly these settings."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from feedrank.contracts import CREATION_TYPES, ENGAGEMENT_TYPES, EventType, ItemType, MemberEvent
+from feedrank.contracts import CONNECTIONS, CREATION_TYPES, ENGAGEMENT_TYPES, PUBLIC, EventType, ItemType, MemberEvent
 
 
 @dataclass(slots=True)
@@ -20,7 +20,7 @@ class Item:
     actor_id: str
     created_at: float
     skills: frozenset[str] = frozenset()
-    visibility: str = "public"
+    visibility: str = PUBLIC
     title: str = ""
     description: str = ""
     seniority: str = ""
@@ -121,7 +121,7 @@ class Inventory:
                 e.member_id,
                 e.timestamp,
                 _skills(e),
-                str(a.get("visibility", "public")),
+                str(a.get("visibility", PUBLIC)),
                 str(a.get("title", "")),
                 str(a.get("description", "")),
                 str(a.get("seniority", "")),
@@ -169,7 +169,7 @@ class Inventory:
     def can_see(self, member_id: str, item: Item) -> bool:
         if item.actor_id == member_id or self.is_blocked(member_id, item.actor_id):
             return False
-        if item.visibility == "connections":
+        if item.visibility == CONNECTIONS:
             return item.actor_id in self.connections.get(member_id, ())
         return True
 

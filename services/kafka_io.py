@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -61,9 +62,10 @@ def make_consumer(settings: Settings, group_id: str, **overrides: str | int | bo
     return Consumer(cfg)
 
 
-# Request-path consumers (FPRs, mixer) store each processed message's offset and let librdkafka commit
-# the stored offsets once a second and on close: still at least once (nothing is stored before its
-# output is produced), without an OffsetCommit request to the broker for every request and FPR.
+# Request-path consumers (FPRs, mixer) store offsets and let librdkafka commit the stored offsets once a
+# second and on close: at least once, since nothing is stored before Kafka has its output (an FPR
+# flushes its answers first; the mixer's OffsetLedger stores a request once its feed is acknowledged),
+# without an OffsetCommit request to the broker for every request and FPR.
 STORED_OFFSETS: dict[str, str | int | bool] = {
     "enable.auto.commit": True,
     "enable.auto.offset.store": False,
@@ -84,6 +86,67 @@ def store_processed(consumer: Consumer, msgs: list[Message]) -> None:
         consumer.store_offsets(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()])
     except KafkaException as err:  # a partition revoked meanwhile: its new owner reads it again
         log.info("offsets not stored (%s)", err)
+
+
+MessageKey = tuple[str, int, int]  # (topic, partition, offset)
+
+
+class OffsetLedger:
+    """What a ``STORED_OFFSETS`` consumer may commit when its messages finish out of order.
+
+    The mixer holds a request and its FPR answers until the feed is published; storing each batch's
+    last offset as it is read (``store_processed``) would commit requests still being gathered, and a
+    crash would lose them. The ledger stores, per partition, the offset of the oldest message not yet
+    finished, so a restarted worker re-reads every request whose feed was not published (at least once).
+    """
+
+    def __init__(self) -> None:
+        self._read: dict[tuple[str, int], deque[int]] = {}
+        self._finished: dict[tuple[str, int], set[int]] = {}
+        self._stored: dict[tuple[str, int], int] = {}
+
+    def read(self, msg: Message) -> MessageKey:
+        key = (msg.topic(), msg.partition(), msg.offset())
+        self._read.setdefault(key[:2], deque()).append(key[2])
+        return key
+
+    def finish(self, keys: Iterable[MessageKey]) -> None:
+        for t, p, o in keys:
+            if (t, p) in self._read:  # else forgotten since (revoked): its new owner reads it again
+                self._finished.setdefault((t, p), set()).add(o)
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Revoked partitions: their new owner reads from the last stored offset."""
+        for tp in partitions:
+            for d in (self._read, self._finished, self._stored):
+                d.pop((tp.topic, tp.partition), None)
+
+    def open_messages(self) -> int:
+        return sum(len(q) for q in self._read.values())
+
+    def safe(self) -> list[TopicPartition]:
+        """Per partition whose safe offset moved: the oldest unfinished offset, or one past the last read."""
+        out = []
+        for tp, queue in self._read.items():
+            done, last = self._finished.get(tp, set()), None
+            while queue and queue[0] in done:
+                last = queue.popleft()
+                done.discard(last)
+            if last is None:
+                continue
+            offset = queue[0] if queue else last + 1
+            if self._stored.get(tp) != offset:
+                self._stored[tp] = offset
+                out.append(TopicPartition(tp[0], tp[1], offset))
+        return out
+
+    def store(self, consumer: Consumer) -> None:
+        offsets = self.safe()
+        if offsets:
+            try:
+                consumer.store_offsets(offsets=offsets)
+            except KafkaException as err:  # a partition revoked meanwhile: its new owner reads it again
+                log.info("offsets not stored (%s)", err)
 
 
 def consume_ready(consumer: Consumer, max_messages: int, timeout: float) -> list[Message]:
@@ -149,7 +212,17 @@ class DeadLetterSink:
         self._topic = topic(settings, Topic.DEAD_LETTERS)
         self._service = service
 
-    def send(self, msg: Message | None, reason: str, *, source_topic: str = "", payload: bytes | None = None) -> None:
+    def send(
+        self,
+        msg: Message | None,
+        reason: str,
+        *,
+        source_topic: str = "",
+        payload: bytes | None = None,
+        at: tuple[str, int, int] | None = None,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+    ) -> None:
+        """``msg`` rejected, whole; or ``payload`` (a message already parsed), from ``at`` if known."""
         if msg is not None:
             letter = DeadLetter.of(
                 self._service,
@@ -161,9 +234,10 @@ class DeadLetterSink:
                 key=msg.key(),
             )
         else:
-            letter = DeadLetter.of(self._service, source_topic, payload, reason)
+            partition, offset = (at[1], at[2]) if at else (None, None)
+            letter = DeadLetter.of(self._service, source_topic, payload, reason, partition=partition, offset=offset)
         log.warning("dead-letter from %s: %s", letter.source_topic, letter.reason)
-        self._producer.produce(self._topic, letter.to_bytes(), key=letter.key)
+        self._producer.produce(self._topic, letter.to_bytes(), key=letter.key, on_delivery=on_delivery)
 
 
 # Errors a freshly started broker or a just-created topic returns for a few moments.

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from feedrank.contracts import MemberEvent
+from feedrank.contracts import CONNECTIONS, PUBLIC, MemberEvent
 from simulator.config import SessionConfig
 from simulator.logs import LOG_SCHEMA
 from simulator.policies import EpsilonGreedy, UniformRandom
@@ -268,7 +268,7 @@ class Simulation:
                 np.where(t == JOB, nm.location.take(pa.array(company_loc)).to_numpy(zero_copy_only=False), None),
                 pa.string(),
             ),
-            visibility=np.where(t == POST, np.where(w.item_connections_only[idx], "connections", "public"), None),
+            visibility=np.where(t == POST, np.where(w.item_connections_only[idx], CONNECTIONS, PUBLIC), None),
             title=title,
             description=description,
             difficulty=np.where(t == COURSE, DIFFICULTY[np.maximum(diff, 0)], None),

@@ -16,18 +16,20 @@ import numpy as np
 import pandas as pd
 
 from features.families import Columns, as_columns, derive_columns, numeric
-from feedrank.contracts import Candidate
+from feedrank.contracts import PUBLIC, Candidate
 from rankers.mixer.spr import SecondPassRanker
-from rankers.rules.base import Graph, RerankContext, RerankRule, Slot
+from rankers.rules.base import UNVERIFIED, Graph, RerankContext, RerankRule, Slot
 from rankers.vectors import sigmoid
 
 CANDIDATE_COLUMNS = ["item_id", "item_type", "actor_id", "source", "fpr_score"]
 
 
 class Catalog(Graph, Protocol):
-    """What the mixer's inventory knows: the graph, and each created item (``created_at``, ``visibility``)."""
+    """What the mixer's inventory knows: the graph, the members who joined, and each created item
+    (``actor_id``, ``created_at``, ``visibility``)."""
 
     items: Mapping[str, Any]
+    members: Mapping[str, Any]
 
 
 def candidate_columns(answers: Iterable[tuple[str, Sequence[Candidate]]]) -> dict[str, np.ndarray]:
@@ -115,8 +117,19 @@ class FeedMixer:
         engs = numeric(raw, "member_item__eng_total").tolist()
         hides = numeric(raw, "member_item__hide_total").tolist()
         slots: list[Slot] = []
+        members = catalog.members
         columns = (cands["item_type"].tolist(), cands["actor_id"].tolist(), cands["source"].tolist())
         for j, (item_id, item_type, actor_id, source, item) in enumerate(zip(ids, *columns, items, strict=True)):
+            if item is not None:
+                # The catalog's author and visibility, not the FPR's labels: naming another actor must
+                # not carry a post past a block or a connections-only setting.
+                actor_id, created_at, visibility = item.actor_id, item.created_at, item.visibility
+            elif item_type == "member" and item_id in members:
+                created_at, visibility = None, PUBLIC  # a card of a known member (cards are never created items)
+            else:
+                # Not in the catalog (created after its last event, or no such item): nothing vouches for
+                # its actor or visibility, so the visibility rule drops it (fail closed).
+                created_at, visibility = None, UNVERIFIED
             slots.append(
                 Slot(
                     item_id,
@@ -125,8 +138,8 @@ class FeedMixer:
                     source,
                     p0[j],
                     pctr=p0[j],
-                    created_at=getattr(item, "created_at", None),
-                    visibility=getattr(item, "visibility", "public"),
+                    created_at=created_at,
+                    visibility=visibility,
                     impressions=imps[j],
                     engagements=engs[j],
                     hidden=hides[j] > 0,

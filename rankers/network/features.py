@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from feedrank.contracts import ItemType
+from feedrank.contracts import CONNECTIONS, ItemType
 from rankers.fpr import FeatureColumns
 from rankers.inventory import Inventory, Item
 from rankers.vectors import unit_rows
@@ -168,7 +168,7 @@ class NetworkFeaturizer:
         # per item: recency, popularity, visibility
         cols = np.array(
             [
-                (it.created_at, it.engagements, it.impressions, it.last_engaged_at, it.visibility == "connections")
+                (it.created_at, it.engagements, it.impressions, it.last_engaged_at, it.visibility == CONNECTIONS)
                 if it
                 else (now, 0, 0, 0.0, False)
                 for it in items

@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from feedrank.contracts import PUBLIC
+
+UNVERIFIED = "unverified"  # nothing vouches for the item's actor or visibility: nobody may see it
+
 
 @dataclass
 class Slot:
@@ -29,7 +33,7 @@ class Slot:
     score: float
     pctr: float = 0.0
     created_at: float | None = None  # None when the mixer has not seen the item created (member cards)
-    visibility: str = "public"  # "public" or "connections"
+    visibility: str = PUBLIC  # PUBLIC, CONNECTIONS, or UNVERIFIED (the mixer's catalog does not know the item)
     impressions: float = 0.0  # the member's earlier impressions of this item (X_io)
     engagements: float = 0.0  # the member's earlier engagements with this item
     hidden: bool = False  # the member hid this item before

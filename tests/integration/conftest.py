@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from features.store import apply_definitions, drop_online_rows, feature_store
 from feedrank import infra
 from feedrank.contracts import Topic
 from feedrank.settings import Settings
-from services.demo import full_feeds, train_missing_fprs
+from services.demo import full_feeds, train_missing_fprs, wait_until_serving
 from services.feed_client import FeedClient
 from services.feed_state import drop_feed_state
 from services.kafka_io import drop_topics, ensure_topics, topic
@@ -93,6 +94,38 @@ def running_services(
     finally:
         sup.stop_all()
         drop_topics(s)
+
+
+@contextmanager
+def serving(
+    base: Settings, tmp_path, generator: SimulatedTraffic
+) -> Iterator[tuple[Settings, Supervisor, FeedClient, set[str]]]:
+    """``running_services`` with the generator's traffic sent and every FPR answering: the settings, the
+    supervisor, a feed client and the FPRs' names."""
+    with running_services(base, tmp_path, generator) as (s, sup):
+        publish_traffic(s, generator, show_progress=False)
+        client = FeedClient(s)
+        try:
+            expected = {n.removeprefix("fpr-") for n in pipeline_services(s) if n.startswith("fpr-")}
+            wait_until_serving(client, "m1", expected)
+            yield s, sup, client, expected
+        finally:
+            client.close()
+
+
+def steady_requests(client: FeedClient, n: int, first_member: int = 20) -> tuple[threading.Thread, list]:
+    """A started thread sending ``n`` feed requests, 20 a second whatever is running, for members
+    ``m{first_member}`` on (350 of them in turn); and the list of (request_id, time sent) it fills."""
+    sent: list[tuple[str, float]] = []
+
+    def send() -> None:
+        for i in range(n):
+            sent.append((client.request(f"m{first_member + i % 350}").request_id, time.monotonic()))
+            time.sleep(0.05)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    return sender, sent
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import time
 import uuid
 
@@ -18,7 +17,7 @@ from feedrank.contracts import DeadLetter, RankedFeed, Topic, parse
 from rankers.registry import load_config
 from services.kafka_io import consume_ready, make_consumer, make_producer, topic
 
-from .conftest import feedrank_cli, wait_online_equals
+from .conftest import feedrank_cli, steady_requests, wait_online_equals
 
 
 def test_feed_mixes_all_four_fprs(pipeline):
@@ -208,15 +207,7 @@ def test_bad_input_is_dead_lettered_and_services_survive(pipeline):
 def test_killing_an_fpr_mid_run_still_delivers_every_feed_before_the_deadline(pipeline):
     s, sup, client = pipeline["settings"], pipeline["supervisor"], pipeline["client"]
     deadline_ms = s.gather_deadline_ms
-    sent: list[tuple[str, float]] = []
-
-    def send() -> None:  # 20 requests a second for 8 s, from many members
-        for i in range(160):
-            sent.append((client.request(f"m{50 + i % 300}").request_id, time.monotonic()))
-            time.sleep(0.05)
-
-    sender = threading.Thread(target=send)
-    sender.start()
+    sender, sent = steady_requests(client, 160, first_member=50)  # 8 s
     time.sleep(3.0)
     sup.kill("fpr-courses")
     killed_at = time.monotonic()

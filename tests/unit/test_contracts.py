@@ -80,3 +80,17 @@ def test_parse_all_takes_a_good_batch_whole_and_refuses_one_with_a_bad_record():
     assert parsed == [parse(MemberEvent, r) for r in good]
     for bad in (b"{broken", None, b"\xff\xfe", event(timestamp=-1)):
         assert parse_all(MemberEvent, [*good, bad]) is None
+
+
+def test_oversized_messages_are_refused_by_size_before_parsing():
+    huge = event(attributes={"blob": "x" * MemberEvent.MAX_BYTES})
+    with pytest.raises(ContractError, match=r"over MemberEvent's limit of 65536"):
+        parse(MemberEvent, huge)
+    assert parse_all(MemberEvent, [event(), huge]) is None
+    big_but_allowed = event(attributes={"blob": "x" * (MemberEvent.MAX_BYTES // 2)})
+    assert parse(MemberEvent, big_but_allowed).attributes["blob"]
+    request = json.dumps(
+        {"request_id": "r1", "member_id": "m1", "requested_at": NOW, "pad": "y" * FeedRequest.MAX_BYTES}
+    )
+    with pytest.raises(ContractError, match="FeedRequest's limit"):
+        parse(FeedRequest, request)

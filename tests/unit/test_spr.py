@@ -132,6 +132,8 @@ def _catalog() -> Inventory:
                 attributes={"visibility": vis},
             )
         )
+    inv.apply(ev(EventType.POST_CREATED, "m2", NOW - 3600, item_id="p4", item_type=ItemType.POST))
+    inv.apply(ev(EventType.JOB_POSTED, "co1", NOW - 3600, item_id="j1", item_type=ItemType.JOB))
     return inv
 
 
@@ -162,11 +164,13 @@ def test_feed_mixer_scores_filters_and_explains(rows):
 
 def test_feed_mixer_with_the_shipped_rules_never_shows_blocked_or_hidden(rows):
     model = SecondPassRanker().fit(rows, rows["label"])
+    # the catalog's authors count: p3 (m4's, connections-only) stays out though labelled as m2's, a
+    # connection; p4 (m2's, public) is shown though labelled as m3's, whom m1 blocked
     cands = pd.DataFrame(
-        [(f"p{i}", "post", "m2" if i % 2 else "m3", "network", 0.5) for i in (1, 2, 3)], columns=CANDIDATE_COLUMNS
+        [(f"p{i}", "post", "m2" if i % 2 else "m3", "network", 0.5) for i in (1, 2, 3, 4)], columns=CANDIDATE_COLUMNS
     )
-    stored = pd.DataFrame({"member_item__hide_total": [1.0, 0.0, 0.0]})
+    stored = pd.DataFrame({"member_item__hide_total": [1.0, 0.0, 0.0, 0.0]})
     result = FeedMixer(model, CONFIG.build_rules()).mix("r9", "m1", 5, NOW, cands, stored, _catalog())
-    assert [s.item_id for s in result.slots] == ["p3"]
-    assert result.dropped.get("p1") == "seen" and result.dropped.get("p2") == "visibility"
+    assert [s.item_id for s in result.slots] == ["p4"]
+    assert result.dropped == {"p1": "seen", "p2": "visibility", "p3": "visibility"}
     assert all(0 < s.propensity <= 1 for s in result.slots)
