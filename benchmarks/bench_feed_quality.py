@@ -3,6 +3,8 @@
     python -m benchmarks.bench_feed_quality                    # 2,000 members, 20,000 requests, 400 evaluated
     python -m benchmarks.bench_feed_quality --json out.json    # also the full report as JSON
     python -m benchmarks.bench_feed_quality --smoke            # a tiny world and small models, seconds
+    python -m benchmarks.bench_feed_quality --rule-variants benchmarks/rule_variants.toml
+                                                               # also other rule settings, same requests
     python -m benchmarks.bench_feed_quality --calibration-only --members 6000 --requests 180000
                                                                # the SPR's held-out O/E only, on a big world
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,8 @@ from benchmarks.bench_simulator import machine
 from evaluation.feed_oracle import ORACLE, evaluate_feed, train_system
 from evaluation.fpr_oracle import simulate
 from feedrank.progress import progress_bar
+from feedrank.settings import REPO_ROOT
+from rankers.registry import load_config
 
 # Small models for --smoke (what the unit test uses): the tiny world trains in seconds.
 SMOKE_PARAMS: dict[str, dict[str, Any]] = {
@@ -52,7 +57,12 @@ def run(
     train_frac: float = 0.7,
     calibration_only: bool = False,
     days: float = 7.0,
+    rule_variants: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """``rule_variants``: name -> rule overrides (``PipelineConfig.with_rules``), each scored on the same
+    requests as the shipped rules."""
+    config = load_config(REPO_ROOT / "config/pipeline.toml")
+    variants = {name: config.with_rules(over) for name, over in (rule_variants or {}).items()}
     t0 = time.perf_counter()
     with progress_bar() as progress:
         sw = simulate(members=members, requests=requests, days=days, seed=seed, progress=progress)
@@ -74,6 +84,8 @@ def run(
                 progress=progress,
                 params=params,
                 rule_ablation=rule_ablation,
+                config=config,
+                variants=variants,
             )
     report["machine"] = machine()
     report["args"] = {
@@ -150,6 +162,27 @@ def render_feed(report: dict[str, Any], console: Console) -> None:
                 rule, _f(m["expected_engagement"]), _f(m["share_of_oracle"]), _f(m[f"ndcg@{k}"]), f"{effect:+.3f}"
             )
         console.print(abl)
+    if report.get("rule_variants"):
+        fprs = [n for n in rankings if n.startswith("fpr:")]
+        best = max(fprs, key=lambda n: rankings[n]["expected_engagement"])
+        var = Table(
+            title=f"Other rule settings on the same requests, against the system and the best FPR alone ({best})",
+            caption="differences paired per request, ± one standard error",
+        )
+        cols = ("variant", "expected engagement", f"NDCG@{k}", "- system", f"- {best}", f"NDCG@{k} - {best}")
+        for col in cols:
+            var.add_column(col, justify="left" if col == "variant" else "right")
+        for name, m in report["rule_variants"].items():
+            vs_sys, vs_best = m["minus"]["system"]["engagement"], m["minus"][best]
+            var.add_row(
+                name,
+                _f(m["expected_engagement"]),
+                _f(m[f"ndcg@{k}"]),
+                f"{vs_sys[0]:+.3f} ± {vs_sys[1]:.3f}",
+                f"{vs_best['engagement'][0]:+.3f} ± {vs_best['engagement'][1]:.3f}",
+                f"{vs_best[f'ndcg@{k}'][0]:+.3f} ± {vs_best[f'ndcg@{k}'][1]:.3f}",
+            )
+        console.print(var)
     share = ", ".join(f"{s} {v:.0%}" for s, v in report["feed_share_by_source"].items())
     console.print(f"feed slots by source: {share}; mean feed size {report['mean_feed_size']:.1f}")
     console.print(f"dropped by rule (items): {report['dropped_by_rule']}")
@@ -216,8 +249,14 @@ def main() -> None:
     )
     p.add_argument("--no-ablation", action="store_true", help="skip the per-rule ablation")
     p.add_argument("--calibration-only", action="store_true", help="train and report the SPR's held-out O/E; no feeds")
+    p.add_argument(
+        "--rule-variants",
+        type=Path,
+        help="a TOML file of other rule settings to score on the same requests (see benchmarks/rule_variants.toml)",
+    )
     p.add_argument("--json", type=Path, help="write the full report here")
     args = p.parse_args()
+    variants = tomllib.loads(args.rule_variants.read_text()) if args.rule_variants else None
     if args.smoke:
         report = run(
             300,
@@ -230,6 +269,7 @@ def main() -> None:
             args.train_frac,
             args.calibration_only,
             args.days,
+            variants,
         )
     else:
         report = run(
@@ -242,6 +282,7 @@ def main() -> None:
             train_frac=args.train_frac,
             calibration_only=args.calibration_only,
             days=args.days,
+            rule_variants=variants,
         )
     render(report)
     if args.json:

@@ -232,6 +232,7 @@ def evaluate_feed(
     rule_ablation: bool = True,
     system: TrainedSystem | None = None,
     fpr_frac: float = 0.5,
+    variants: Mapping[str, PipelineConfig] | None = None,
 ) -> dict[str, Any]:
     """Expected engagement and NDCG@k against the oracle of the system's feed and of the simple feeds,
     on ``n_requests`` held-out requests, and the SPR's held-out calibration.
@@ -241,7 +242,9 @@ def evaluate_feed(
     unless ``system`` gives them, trained at ``fpr_frac`` and ``train_frac`` of the same world. ``inspect`` gets every
     evaluated request (``FeedSnapshot``).
     With ``rule_ablation``, the feed without exploration is also built once without each other rule in
-    turn (``truncate`` stays): what each rule costs or gains in the same two metrics.
+    turn (``truncate`` stays): what each rule costs or gains in the same two metrics. ``variants``
+    (other rule settings, e.g. ``config.with_rules(...)``) are scored on the same requests, from the
+    same trained models and candidates, each paired with the system and with every FPR alone.
     """
     progress = progress or NoProgress()
     config = config or load_config(REPO_ROOT / "config/pipeline.toml")
@@ -259,12 +262,15 @@ def evaluate_feed(
         if rule_ablation and r.name != "truncate"
     }
 
+    variant_mixers = {name: FeedMixer(spr, cfg.build_rules()) for name, cfg in (variants or {}).items()}
     requests = held_out_requests(traffic, split, n_requests, seed)
 
     names = [SYSTEM, SYSTEM_NO_EXPLORATION, SPR_ONLY, CHRONOLOGICAL, POPULARITY, *(f"fpr:{n}" for n in rankers)]
     without = {r: f"without {r}" for r in ablated}
-    engagement: dict[str, list[float]] = {n: [] for n in [*names, ORACLE, *without.values()]}
-    ndcg: dict[str, list[float]] = {n: [] for n in [*names, *without.values()]}
+    variant = {v: f"variant {v}" for v in variant_mixers}
+    extra = [*without.values(), *variant.values()]
+    engagement: dict[str, list[float]] = {n: [] for n in [*names, ORACLE, *extra]}
+    ndcg: dict[str, list[float]] = {n: [] for n in [*names, *extra]}
     stats: dict[str, Any] = {
         "union_size": [],
         "feed_size": [],
@@ -316,6 +322,9 @@ def evaluate_feed(
         for rule, m in ablated.items():
             got = m.mix(rid, member_id, slate, t, cands, stored, inv, served={})
             scored[without[rule]] = [s.item_id for s in got.slots if s.item_id in at][:slate]
+        for name, m in variant_mixers.items():
+            got = m.mix(rid, member_id, slate, t, cands, stored, inv, served={})
+            scored[variant[name]] = [s.item_id for s in got.slots if s.item_id in at][:slate]
         for n, r in scored.items():
             order = np.array([at[i] for i in r], dtype=np.int64)
             engagement[n].append(expected_clicks(rel, order, examination))
@@ -384,6 +393,18 @@ def evaluate_feed(
             "system_minus_this_se": se(diff),
         }
 
+    def paired(values: dict[str, list[float]], a: str, b: str) -> list[float]:
+        """Mean of ``a`` minus ``b``, request by request, and its standard error."""
+        diff = np.asarray(values[a]) - np.asarray(values[b])
+        return [mean(list(diff)), se(diff)]
+
+    def variant_summary(n: str) -> dict[str, Any]:
+        others = [SYSTEM, *(f"fpr:{r}" for r in rankers)]
+        return {
+            **summary(n),
+            "minus": {o: {"engagement": paired(engagement, n, o), f"ndcg@{k}": paired(ndcg, n, o)} for o in others},
+        }
+
     out_rankings = {n: summary(n) for n in [*names, ORACLE]}
     n_eval = len(stats["union_size"])
     total_slots = sum(feed_sources.values())
@@ -391,6 +412,7 @@ def evaluate_feed(
         "rankings": out_rankings,
         "rules": [r.name for r in rules],
         "rule_ablation": {rule: summary(n) for rule, n in without.items()},
+        "rule_variants": {v: variant_summary(n) for v, n in variant.items()},
         "spr_holdout": system.spr_holdout,
         "requests": n_eval,
         "skipped_requests": stats["skipped_requests"],

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,37 @@ class PipelineConfig:
 
     def build_rules(self) -> list[RerankRule]:
         return [r.build() for r in self.rules]
+
+    def with_rules(self, overrides: Mapping[str, Mapping[str, Any] | bool]) -> PipelineConfig:
+        """This pipeline with some rules' parameters changed or rules dropped, for comparing rule settings
+        on the same trained models. Keys name a configured rule by its reference
+        (``rankers.rules.quota:InventoryQuota``) or its class (``InventoryQuota``); a table's keys replace
+        that rule's parameters, ``false`` drops the rule and ``true`` keeps it as it is."""
+        by_key = {}
+        for i, spec in enumerate(self.rules):
+            for key in (spec.rule, spec.rule.rpartition(":")[2]):
+                by_key.setdefault(key, []).append(i)
+        changes: dict[int, Mapping[str, Any] | bool] = {}
+        for key, change in overrides.items():
+            at = by_key.get(key)
+            if at is None:
+                configured = ", ".join(spec.rule.rpartition(":")[2] for spec in self.rules)
+                raise ConfigError(f"rule override {key!r} names no configured rule; configured: {configured}")
+            if len(at) > 1:
+                raise ConfigError(f"rule override {key!r} names {len(at)} configured rules; it must name one")
+            if not isinstance(change, bool | Mapping):
+                raise ConfigError(f"rule override {key!r} must be a table of parameters or false, got {change!r}")
+            changes[at[0]] = change
+        rules = []
+        for i, spec in enumerate(self.rules):
+            change = changes.get(i, True)
+            if change is False:
+                continue
+            if change is not True:
+                spec = RuleSpec(spec.rule, {**spec.params, **change})
+                spec.build()  # a misspelt or invalid parameter fails here, naming the rule
+            rules.append(spec)
+        return PipelineConfig(self.fprs, rules)
 
 
 def _resolve(ref: str, where: str) -> Any:

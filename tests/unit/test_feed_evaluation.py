@@ -14,6 +14,7 @@ from evaluation.feed_oracle import (
     CHRONOLOGICAL,
     ORACLE,
     POPULARITY,
+    SPR_ONLY,
     SYSTEM,
     SYSTEM_NO_EXPLORATION,
     FeedSnapshot,
@@ -116,8 +117,24 @@ def system(world: SimulatedWorld) -> TrainedSystem:
 @pytest.fixture(scope="module")
 def evaluated(world: SimulatedWorld, system: TrainedSystem) -> tuple[dict, Checks]:
     checks = Checks(system)
+    config = load_config(REPO_ROOT / "config/pipeline.toml")
+    keep = {"Dedupe", "Truncate"}
+    variants = {
+        "as shipped": config.with_rules({}),
+        "dedupe and truncate only": config.with_rules(
+            {s.rule.rpartition(":")[2]: False for s in config.rules if s.rule.rpartition(":")[2] not in keep}
+        ),
+    }
     report = evaluate_feed(
-        world, n_requests=N_REQUESTS, k=10, slate=SLATE, seed=0, inspect=checks, rule_ablation=False, system=system
+        world,
+        n_requests=N_REQUESTS,
+        k=10,
+        slate=SLATE,
+        seed=0,
+        inspect=checks,
+        rule_ablation=False,
+        system=system,
+        variants=variants,
     )
     return report, checks
 
@@ -159,6 +176,23 @@ def test_metrics_are_bounded_and_the_oracle_bounds_every_ranking(evaluated):
     assert best == pytest.approx(np.mean(checks.oracle), rel=1e-9)
     for name, values in checks.engagement.items():
         assert rankings[name]["expected_engagement"] == pytest.approx(np.mean(values), rel=1e-9), name
+
+
+def test_rule_variants_are_scored_on_the_same_requests(evaluated):
+    report = evaluated[0]
+    rankings, variants = report["rankings"], report["rule_variants"]
+    shipped, spr_order = variants["as shipped"], variants["dedupe and truncate only"]
+    # the shipped rules as a variant rebuild the system's feeds exactly; dedupe and truncate alone, the SPR's order
+    for got, want in ((shipped, rankings[SYSTEM]), (spr_order, rankings[SPR_ONLY])):
+        assert got["expected_engagement"] == want["expected_engagement"]
+        assert got["ndcg@10"] == want["ndcg@10"]
+    assert shipped["minus"][SYSTEM]["engagement"] == [0.0, 0.0]
+    assert spr_order["minus"][SYSTEM]["engagement"][0] == pytest.approx(-rankings[SPR_ONLY]["system_minus_this"])
+    for name in (n for n in rankings if n.startswith("fpr:")):
+        diff, se = shipped["minus"][name]["engagement"]
+        assert diff == pytest.approx(rankings[name]["system_minus_this"]) and se > 0
+        ndcg_diff, _ = shipped["minus"][name]["ndcg@10"]
+        assert ndcg_diff == pytest.approx(rankings[SYSTEM]["ndcg@10"] - rankings[name]["ndcg@10"])
 
 
 def test_the_system_beats_the_chronological_and_popularity_feeds(evaluated):

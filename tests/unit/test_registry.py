@@ -1,3 +1,5 @@
+import tomllib
+
 import pytest
 
 from feedrank.settings import REPO_ROOT, Settings
@@ -65,3 +67,35 @@ def test_mixer_refuses_a_model_trained_on_other_features(tmp_path):
         load_spr(store, ["new_feature"])
     store.save("spr", {"any": "model"}, {"columns": ["new_feature"]})
     assert load_spr(store, ["new_feature"]).model == {"any": "model"}
+
+
+def test_rule_overrides_change_drop_or_reject_rules():
+    config = load_config(REPO_ROOT / "config" / "pipeline.toml")
+    quota = next(s for s in config.rules if s.rule.endswith(":InventoryQuota"))
+    assert quota.params["max_share"] != 0.9
+    changed = config.with_rules({"InventoryQuota": {"max_share": 0.9}, "rankers.rules.type_run:MaxTypeRun": False})
+    rules = {r.name: r for r in changed.build_rules()}
+    assert rules["inventory_quota"].max_share == 0.9
+    assert rules["inventory_quota"].min_score_ratio == quota.params["min_score_ratio"]  # the others kept
+    assert "max_type_run" not in rules and len(rules) == len(config.rules) - 1
+    assert [r.name for r in config.with_rules({}).build_rules()] == [r.name for r in config.build_rules()]
+    assert quota.params["max_share"] != 0.9  # the original is untouched
+    with pytest.raises(ConfigError, match=r"names no configured rule.*InventoryQuota"):
+        config.with_rules({"NoSuchRule": False})
+    with pytest.raises(ConfigError, match=r"rankers\.rules\.quota:InventoryQuota.*max_shar"):
+        config.with_rules({"InventoryQuota": {"max_shar": 0.9}})
+    with pytest.raises(ConfigError, match="max_share must be in"):
+        config.with_rules({"InventoryQuota": {"max_share": 2.0}})
+    with pytest.raises(ConfigError, match="table of parameters or false"):
+        config.with_rules({"InventoryQuota": 0.9})
+
+
+def test_the_benchmarks_rule_variants_apply_to_the_shipped_config():
+    config = load_config(REPO_ROOT / "config" / "pipeline.toml")
+    variants = tomllib.loads((REPO_ROOT / "benchmarks" / "rule_variants.toml").read_text())
+    assert variants
+    for name, overrides in variants.items():
+        built = config.with_rules(overrides).build_rules()
+        assert [r.name for r in built] != [r.name for r in config.build_rules()] or any(
+            vars(a) != vars(b) for a, b in zip(built, config.build_rules(), strict=True)
+        ), name  # each variant differs from the shipped rules
