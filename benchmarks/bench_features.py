@@ -126,7 +126,7 @@ def run(n_backlog: int, rate: float, seconds: float) -> dict:
     s = run_settings(base, features_metrics_port=9118)
     ensure_topics(s)
     apply_definitions(s)
-    group = f"{s.topic_prefix}feedrank-features"
+    group = s.features_app_id
     producer = make_producer(s)
     out = topic(s, Topic.MEMBER_EVENTS)
     rng = random.Random(1)

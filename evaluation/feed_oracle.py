@@ -262,15 +262,15 @@ def evaluate_feed(
         if rule_ablation and r.name != "truncate"
     }
 
-    variant_mixers = {name: FeedMixer(spr, cfg.build_rules()) for name, cfg in (variants or {}).items()}
+    # Further feeds of the same requests, by the label they are scored under.
+    others = {f"without {rule}": m for rule, m in ablated.items()} | {
+        f"variant {name}": FeedMixer(spr, cfg.build_rules()) for name, cfg in (variants or {}).items()
+    }
     requests = held_out_requests(traffic, split, n_requests, seed)
 
     names = [SYSTEM, SYSTEM_NO_EXPLORATION, SPR_ONLY, CHRONOLOGICAL, POPULARITY, *(f"fpr:{n}" for n in rankers)]
-    without = {r: f"without {r}" for r in ablated}
-    variant = {v: f"variant {v}" for v in variant_mixers}
-    extra = [*without.values(), *variant.values()]
-    engagement: dict[str, list[float]] = {n: [] for n in [*names, ORACLE, *extra]}
-    ndcg: dict[str, list[float]] = {n: [] for n in [*names, *extra]}
+    engagement: dict[str, list[float]] = {n: [] for n in [*names, ORACLE, *others]}
+    ndcg: dict[str, list[float]] = {n: [] for n in [*names, *others]}
     stats: dict[str, Any] = {
         "union_size": [],
         "feed_size": [],
@@ -319,12 +319,9 @@ def evaluate_feed(
         }
         rankings = {n: [i for i in r if i in at][:slate] for n, r in rankings.items()}
         scored = dict(rankings)
-        for rule, m in ablated.items():
+        for label, m in others.items():
             got = m.mix(rid, member_id, slate, t, cands, stored, inv, served={})
-            scored[without[rule]] = [s.item_id for s in got.slots if s.item_id in at][:slate]
-        for name, m in variant_mixers.items():
-            got = m.mix(rid, member_id, slate, t, cands, stored, inv, served={})
-            scored[variant[name]] = [s.item_id for s in got.slots if s.item_id in at][:slate]
+            scored[label] = [s.item_id for s in got.slots if s.item_id in at][:slate]
         for n, r in scored.items():
             order = np.array([at[i] for i in r], dtype=np.int64)
             engagement[n].append(expected_clicks(rel, order, examination))
@@ -377,32 +374,31 @@ def evaluate_feed(
         return float(np.std(xs, ddof=1) / np.sqrt(len(xs))) if len(xs) > 1 else float("nan")
 
     best = mean(engagement[ORACLE])
-    ours = np.asarray(engagement[SYSTEM])
-
-    def summary(n: str) -> dict[str, float]:
-        ee = mean(engagement[n])
-        # the system's expected engagement minus this ranking's, request by request (paired), and its
-        # standard error: "the system beats X" holds where the difference is several standard errors
-        diff = ours - np.asarray(engagement[n])
-        return {
-            "expected_engagement": ee,
-            "expected_engagement_se": se(engagement[n]),
-            f"ndcg@{k}": mean(ndcg[n]) if n != ORACLE else 1.0,
-            "share_of_oracle": ee / best if best > 0 else float("nan"),
-            "system_minus_this": mean(list(diff)),
-            "system_minus_this_se": se(diff),
-        }
 
     def paired(values: dict[str, list[float]], a: str, b: str) -> list[float]:
         """Mean of ``a`` minus ``b``, request by request, and its standard error."""
         diff = np.asarray(values[a]) - np.asarray(values[b])
         return [mean(list(diff)), se(diff)]
 
+    def summary(n: str) -> dict[str, float]:
+        ee = mean(engagement[n])
+        # the system's expected engagement minus this ranking's, request by request (paired), and its
+        # standard error: "the system beats X" holds where the difference is several standard errors
+        diff, diff_se = paired(engagement, SYSTEM, n)
+        return {
+            "expected_engagement": ee,
+            "expected_engagement_se": se(engagement[n]),
+            f"ndcg@{k}": mean(ndcg[n]) if n != ORACLE else 1.0,
+            "share_of_oracle": ee / best if best > 0 else float("nan"),
+            "system_minus_this": diff,
+            "system_minus_this_se": diff_se,
+        }
+
     def variant_summary(n: str) -> dict[str, Any]:
-        others = [SYSTEM, *(f"fpr:{r}" for r in rankers)]
+        against = [SYSTEM, *(f"fpr:{r}" for r in rankers)]
         return {
             **summary(n),
-            "minus": {o: {"engagement": paired(engagement, n, o), f"ndcg@{k}": paired(ndcg, n, o)} for o in others},
+            "minus": {o: {"engagement": paired(engagement, n, o), f"ndcg@{k}": paired(ndcg, n, o)} for o in against},
         }
 
     out_rankings = {n: summary(n) for n in [*names, ORACLE]}
@@ -411,8 +407,8 @@ def evaluate_feed(
     return {
         "rankings": out_rankings,
         "rules": [r.name for r in rules],
-        "rule_ablation": {rule: summary(n) for rule, n in without.items()},
-        "rule_variants": {v: variant_summary(n) for v, n in variant.items()},
+        "rule_ablation": {rule: summary(f"without {rule}") for rule in ablated},
+        "rule_variants": {name: variant_summary(f"variant {name}") for name in variants or {}},
         "spr_holdout": system.spr_holdout,
         "requests": n_eval,
         "skipped_requests": stats["skipped_requests"],

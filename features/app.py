@@ -55,7 +55,7 @@ CONSUMER_SETTINGS: dict[str, object] = {
 }
 
 app = faust.App(
-    f"{settings.topic_prefix}feedrank-features",
+    settings.features_app_id,
     broker=f"kafka://{settings.kafka_bootstrap}",
     broker_consumer=f"kafka-batching://{settings.kafka_bootstrap}",
     broker_credentials=faust_credentials(settings),

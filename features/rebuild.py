@@ -25,7 +25,7 @@ WRITE_CHUNK = 50_000  # rows per pipelined write
 
 def changelog_topic(settings: Settings) -> str:
     """Faust names a table's changelog ``{app id}-{table}-changelog``; the app id is the service's."""
-    return f"{settings.topic_prefix}feedrank-features-{ROWS_TABLE}-changelog"
+    return f"{settings.features_app_id}-{ROWS_TABLE}-changelog"
 
 
 def read_changelog(settings: Settings, show_progress: bool = False) -> dict[str, bytes]:

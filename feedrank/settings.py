@@ -145,6 +145,11 @@ class Settings(BaseSettings):
         return self.state_dir / "feast" / self.feast_project
 
     @property
+    def features_app_id(self) -> str:
+        """The feature service's Faust app id: its consumer group, and the prefix of its table's changelog."""
+        return f"{self.topic_prefix}feedrank-features"
+
+    @property
     def kafka_port(self) -> int:
         return int(self.kafka_bootstrap.rsplit(":", 1)[1])
 

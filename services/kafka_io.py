@@ -219,7 +219,7 @@ class DeadLetterSink:
         *,
         source_topic: str = "",
         payload: bytes | None = None,
-        at: tuple[str, int, int] | None = None,
+        at: MessageKey | None = None,
         on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
     ) -> None:
         """``msg`` rejected, whole; or ``payload`` (a message already parsed), from ``at`` if known."""

@@ -119,7 +119,7 @@ def wait_for_pipeline(settings: Settings, sim: LiveSimulation, timeout_s: float 
     expected = {n.removeprefix("fpr-") for n in pipeline_services(settings) if n.startswith("fpr-")}
     wait_until_serving(sim.client, sim.names.member[0].as_py(), expected, timeout_s)
     deadline = time.monotonic() + timeout_s
-    with LagProbe(settings, f"{settings.topic_prefix}feedrank-features", Topic.MEMBER_EVENTS) as probe:
+    with LagProbe(settings, settings.features_app_id, Topic.MEMBER_EVENTS) as probe:
         while probe.lag() > 0:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the feature service did not catch up on member-events within {timeout_s:.0f}s")

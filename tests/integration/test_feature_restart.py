@@ -33,7 +33,7 @@ def test_kill_9_and_restart_equals_uninterrupted(base_settings, tmp_path):
         publisher.publish(events[:chunk])
         publisher.flush()
         deadline = time.monotonic() + 120
-        with LagProbe(s, f"{s.topic_prefix}feedrank-features", Topic.MEMBER_EVENTS) as probe:
+        with LagProbe(s, s.features_app_id, Topic.MEMBER_EVENTS) as probe:
             while probe.committed() < chunk:
                 assert time.monotonic() < deadline, "the feature service never committed its first events"
                 time.sleep(0.05)

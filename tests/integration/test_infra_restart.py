@@ -40,7 +40,7 @@ def _send(s, events, rate: float) -> threading.Thread:
 
 def _until_committed(s, n: int, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
-    with LagProbe(s, f"{s.topic_prefix}feedrank-features", Topic.MEMBER_EVENTS) as probe:
+    with LagProbe(s, s.features_app_id, Topic.MEMBER_EVENTS) as probe:
         while probe.committed() < n:
             assert time.monotonic() < deadline, "the feature service is not committing"
             time.sleep(0.1)

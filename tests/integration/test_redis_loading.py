@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,17 +19,13 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from features.redis_layout import send_while_redis_returns
+from feedrank import infra
+from tests.ports import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs Debian's redis-server")
 
 KEYS_TO_LOAD = 20_000
 ROWS = 500
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_redis(folder: Path, port: int, *extra: str) -> subprocess.Popen:
@@ -39,13 +34,10 @@ def start_redis(folder: Path, port: int, *extra: str) -> subprocess.Popen:
     args += ["--save", "", "--daemonize", "no", "--logfile", str(folder / "redis.log"), *extra]
     proc = subprocess.Popen([shutil.which("redis-server"), *args])
     deadline = time.monotonic() + 20
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, (folder / "redis.log").read_text()[-2000:]
-            time.sleep(0.02)
+    while not infra.port_open("127.0.0.1", port, timeout=0.2):
+        assert proc.poll() is None and time.monotonic() < deadline, (folder / "redis.log").read_text()[-2000:]
+        time.sleep(0.02)
+    return proc
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,18 +22,13 @@ from features.store import SERVING_FEATURES, FastOnlineReader, OnlineReader, Onl
 from feedrank import infra
 from feedrank.settings import Settings
 from services.feed_state import ExplanationStore, ServedStore
+from tests.ports import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs Debian's redis-server")
 
 # One candidate, and the entity values of every row written for it.
 MEMBER, ITEM, ITEM_TYPE, ACTOR = "m-sec", "i-sec", "post", "a-sec"
 ENTITIES = {"member_id": MEMBER, "item_id": ITEM, "item_type": ITEM_TYPE, "actor_id": ACTOR}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

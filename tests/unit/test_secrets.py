@@ -14,7 +14,6 @@ import pickle
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,12 +25,7 @@ from features.store import apply_definitions, feature_store
 from feedrank import infra
 from feedrank.settings import REPO_ROOT, SECRET_MASK, Settings
 from services.kafka_io import make_consumer, make_producer
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ports import free_port
 
 
 def new_secret() -> str:
@@ -53,9 +47,9 @@ def secured(tmp_path) -> tuple[Settings, str, str]:
         feast_repo=repo,
         feast_project="test_secrets",
         redis_host="127.0.0.1",
-        redis_port=closed_port(),
+        redis_port=free_port(),
         redis_password=redis_pw,
-        kafka_bootstrap=f"127.0.0.1:{closed_port()}",
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
         kafka_security_protocol="SASL_PLAINTEXT",
         kafka_sasl_mechanism="PLAIN",
         kafka_sasl_username="feedrank",
