@@ -7,7 +7,11 @@ general minimum also lowers that inventory's minimum to it).
 
 ``min_score_ratio`` keeps the minimum from forcing in what nobody wants: an item fills its inventory's
 guaranteed slot only if its score is at least that share of the score of the last item the feed would
-show without quotas (0: always)."""
+show without quotas (0: always).
+
+``cap_score_ratio`` makes the cap soft: the best item left, if its inventory is at its cap, is held back
+only for an item within its own caps scoring at least that share of it (0: always, a hard cap). A cap then
+trades at most that much score per slot for the mix, instead of any price."""
 
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ class InventoryQuota:
     max_share: float = 0.5
     limits: dict[str, dict[str, int]] = field(default_factory=dict)
     min_score_ratio: float = 0.0
+    cap_score_ratio: float = 0.0
     name: str = "inventory_quota"
 
     def __post_init__(self) -> None:
@@ -34,6 +39,8 @@ class InventoryQuota:
             raise ValueError(f"inventory_quota.max_share must be in (0, 1], got {self.max_share}")
         if not 0.0 <= self.min_score_ratio <= 1.0:
             raise ValueError(f"inventory_quota.min_score_ratio must be in [0, 1], got {self.min_score_ratio}")
+        if not 0.0 <= self.cap_score_ratio <= 1.0:
+            raise ValueError(f"inventory_quota.cap_score_ratio must be in [0, 1], got {self.cap_score_ratio}")
         if not isinstance(self.limits, Mapping):
             raise ValueError(f"inventory_quota.limits must be a table of source -> {{min, max}}, got {self.limits!r}")
         for source, bounds in self.limits.items():
@@ -69,13 +76,20 @@ class InventoryQuota:
             if taken[s.source] < bounds[s.source][0] and len(chosen) < size and s.score >= floor:
                 chosen.add(i)
                 taken[s.source] += 1
-        # ...then the best of the rest, within the caps.
-        for i, s in enumerate(slots):
-            if len(chosen) >= size:
-                break
-            if i not in chosen and taken[s.source] < bounds[s.source][1]:
-                chosen.add(i)
-                taken[s.source] += 1
+        # ...then slot by slot the best of the rest within the caps; past a cap only when the best item
+        # within the caps scores below cap_score_ratio of the best item left.
+        rest = [i for i in range(len(slots)) if i not in chosen]
+        while len(chosen) < size and rest:
+            best = rest[0]
+            if taken[slots[best].source] >= bounds[slots[best].source][1]:
+                within = next((i for i in rest if taken[slots[i].source] < bounds[slots[i].source][1]), None)
+                if within is None:
+                    break  # every inventory left is at its cap: the rest follows in rank order
+                if slots[within].score >= self.cap_score_ratio * slots[best].score:
+                    best = within
+            rest.remove(best)
+            chosen.add(best)
+            taken[slots[best].source] += 1
         order = sorted(chosen)
         for rank, i in enumerate(order):
             if i != rank:  # promoted past a better-scored item

@@ -47,6 +47,34 @@ def test_max_type_run_keeps_order_when_nothing_else_exists():
 def test_max_type_run_rejects_bad_config():
     with pytest.raises(ValueError, match="max_run"):
         MaxTypeRun(max_run=0)
+    with pytest.raises(ValueError, match="break_score_ratio"):
+        MaxTypeRun(break_score_ratio=1.5)
+
+
+def test_soft_max_type_run_breaks_a_run_only_for_a_good_enough_item():
+    def slate():
+        return slots(
+            ("j1", "job", "a", 0.9),
+            ("j2", "job", "b", 0.8),
+            ("j3", "job", "c", 0.7),
+            ("p1", "post", "d", 0.5),
+            ("j4", "job", "e", 0.45),
+            ("p2", "post", "f", 0.1),
+        )
+
+    # p1 (0.5) is at least 0.7 x j3 (0.7): the run breaks there. After j3, j4 (0.45) would make a run of
+    # three again, but p2 (0.1) is far below it: the run goes on.
+    out = MaxTypeRun(max_run=2, break_score_ratio=0.7).apply(slate(), CTX)
+    assert [x.item_id for x in out] == ["j1", "j2", "p1", "j3", "j4", "p2"]
+    # a higher ratio keeps the job run: p1 is under 0.8 x j3
+    out = MaxTypeRun(max_run=2, break_score_ratio=0.8).apply(slate(), CTX)
+    assert [x.item_id for x in out] == ["j1", "j2", "j3", "p1", "j4", "p2"]
+    assert all(x.moved_by == [] for x in out[:3])
+    # the hard rule (ratio 0) breaks every run of three
+    out = MaxTypeRun(max_run=2).apply(slate(), CTX)
+    assert [x.item_id for x in out] == ["j1", "j2", "p1", "j3", "j4", "p2"]
+    out = MaxTypeRun(max_run=1).apply(slate(), CTX)
+    assert [x.item_id for x in out] == ["j1", "p1", "j2", "p2", "j3", "j4"]
 
 
 def test_actor_diversity_demotes_repeated_actor():
@@ -97,6 +125,34 @@ def test_quota_without_pressure_changes_nothing():
 def test_quota_rejects_bad_share():
     with pytest.raises(ValueError, match="max_share"):
         InventoryQuota(max_share=0)
+    with pytest.raises(ValueError, match="cap_score_ratio"):
+        InventoryQuota(cap_score_ratio=-0.1)
+
+
+def test_soft_quota_cap_holds_an_item_back_only_for_a_good_enough_one():
+    ctx = RerankContext(member_id="m1", feed_size=4)
+
+    def slate():
+        return sourced(
+            ("p1", "people", 0.9),
+            ("p2", "people", 0.8),
+            ("p3", "people", 0.7),
+            ("p4", "people", 0.65),
+            ("n1", "network", 0.6),
+            ("n2", "network", 0.2),
+        )
+
+    def top(rule):
+        return [x.item_id for x in rule.apply(slate(), ctx)[:4]]
+
+    # people may take at most 2 of 4 slots
+    assert top(InventoryQuota(min_per_source=0, max_share=0.5)) == ["p1", "p2", "n1", "n2"]
+    # soft at 0.5: p3 (0.7) is held back for n1 (0.6 >= 0.35), then not for n2 (0.2 < 0.35)
+    out = InventoryQuota(min_per_source=0, max_share=0.5, cap_score_ratio=0.5).apply(slate(), ctx)
+    assert [x.item_id for x in out] == ["p1", "p2", "p3", "n1", "p4", "n2"]
+    assert out[3].moved_by == ["inventory_quota"]  # n1 passed p4
+    # soft at 0.95: p3 is not held back for n1 (0.6 < 0.665), nor p4 (0.6 < 0.6175)
+    assert top(InventoryQuota(min_per_source=0, max_share=0.5, cap_score_ratio=0.95)) == ["p1", "p2", "p3", "p4"]
 
 
 def test_quota_limits_override_one_inventory():
