@@ -192,7 +192,7 @@ def train_system(
     metrics: dict[str, dict[str, float]] = {}
     for name, spec in config.fprs.items():
         task = progress.add_task(f"training FPR {name}", total=None)
-        trained = spec.resolve_trainer()(before, dict(params.get(name, {})), progress)
+        trained = spec.resolve_trainer()(before, dict(params.get(name, {})), progress).stamp(before)
         rankers[name] = spec.build(model=trained.scorer)
         metrics[name] = dict(trained.metrics)
         progress.update(task, total=1, completed=1)
@@ -286,7 +286,7 @@ def evaluate_feed(
 
     def evaluate(inv: FeatureInventory, rid: str, member_id: str, t: float) -> None:
         answers = {name: r.top_k(inv, member_id, t) for name, r in rankers.items()}
-        cands = candidate_frame(answers.items())
+        cands = candidate_frame(answers.items(), t, {name: r.trained_until for name, r in rankers.items()})
         union = list(dict.fromkeys(cands["item_id"]))
         known = [i for i in union if i in sw.index]
         stats["unknown_candidates"] += len(union) - len(known)

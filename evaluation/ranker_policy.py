@@ -276,7 +276,7 @@ def policy_table(
             stats["unknown_members"] += 1
             return
         answers = {name: r.top_k(inv, member_id, t) for name, r in rankers.items()}
-        cands = candidate_frame(answers.items())
+        cands = candidate_frame(answers.items(), t, {name: r.trained_until for name, r in rankers.items()})
         stored = stored_for(inv.rows, member_id, cands)
         capture.slots = []
         feed = mixer.mix(rid, member_id, size, t, cands, stored, inv, inv.recent(member_id, t, served_ttl_s))

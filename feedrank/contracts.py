@@ -192,8 +192,16 @@ class FprCandidates(Message):
     model_version: str = Field(max_length=128)
     generated_at: float
     candidates: list[Candidate] = Field(max_length=2000)
+    # The end of the traffic the FPR's model was trained on (None: not known). Items created after it
+    # are new to the model, whose scores for them the second pass cannot take at face value.
+    trained_until: float | None = None
 
     _ts = field_validator("generated_at")(_check_timestamp)
+
+    @field_validator("trained_until")
+    @classmethod
+    def _trained_until(cls, v: float | None) -> float | None:
+        return None if v is None else _check_timestamp(v)
 
 
 class FeedItem(BaseModel):

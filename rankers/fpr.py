@@ -21,6 +21,7 @@ from feedrank.contracts import Candidate, ItemType
 from rankers.inventory import Inventory
 
 FeatureColumns = dict[str, np.ndarray]
+TRAINED_UNTIL = "trained_until"  # the scorer attribute that holds the end of its training traffic
 
 
 class CandidateSource(Protocol):
@@ -51,6 +52,11 @@ class FirstPassRanker:
     @property
     def model_version(self) -> str:
         return f"{self.name}/{self.scorer.version}"
+
+    @property
+    def trained_until(self) -> float | None:
+        """The end of the scorer's training traffic (``TrainedFpr.stamp``), if known."""
+        return getattr(self.scorer, TRAINED_UNTIL, None)
 
     def candidate_ids(self, inv: Inventory, member_id: str, now: float) -> list[str]:
         ids = list(self.source.candidates(inv, member_id, now))

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from feedrank.contracts import MemberEvent
-from rankers.fpr import Scorer
+from rankers.fpr import TRAINED_UNTIL, Scorer
 from rankers.inventory import Inventory
 
 
@@ -68,6 +68,13 @@ class TrainedFpr:
     scorer: Scorer
     metrics: dict[str, float] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+
+    def stamp(self, traffic: LoggedTraffic) -> TrainedFpr:
+        """Record on the scorer (and so in its artifact) where its training traffic ends: the mixer's
+        second pass tells items created after it, which the model never saw, from the rest."""
+        if traffic.events:
+            setattr(self.scorer, TRAINED_UNTIL, float(traffic.events[-1].timestamp))
+        return self
 
 
 Trainer = Callable[[LoggedTraffic, dict[str, Any], Progress], TrainedFpr]

@@ -54,6 +54,7 @@ class FprService:
             model_version=self.ranker.model_version,
             generated_at=time.time(),
             candidates=cands,
+            trained_until=self.ranker.trained_until,
         )
 
     def run(self, stop: threading.Event) -> None:

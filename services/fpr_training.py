@@ -59,7 +59,7 @@ def train_fpr(
     trainer = spec.resolve_trainer()
     started = time.perf_counter()
     with progress_bar(disable=not show_progress) as progress:
-        trained = trainer(traffic, dict(params or {}), progress)
+        trained = trainer(traffic, dict(params or {}), progress).stamp(traffic)
     seconds = time.perf_counter() - started
     version = ModelStore(settings.model_dir).save(
         spec.artifact,

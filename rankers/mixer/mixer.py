@@ -8,6 +8,7 @@ same code serves the live mixer and the offline evaluation of the whole system.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,7 +22,8 @@ from rankers.mixer.spr import SecondPassRanker
 from rankers.rules.base import UNVERIFIED, Graph, RerankContext, RerankRule, Slot
 from rankers.vectors import sigmoid
 
-CANDIDATE_COLUMNS = ["item_id", "item_type", "actor_id", "source", "fpr_score"]
+CANDIDATE_COLUMNS = ["item_id", "item_type", "actor_id", "source", "fpr_score", "fpr_model_age_s"]
+NUMERIC_CANDIDATE_COLUMNS = {"fpr_score", "fpr_model_age_s"}
 
 
 class Catalog(Graph, Protocol):
@@ -32,24 +34,40 @@ class Catalog(Graph, Protocol):
     members: Mapping[str, Any]
 
 
-def candidate_columns(answers: Iterable[tuple[str, Sequence[Candidate]]]) -> dict[str, np.ndarray]:
-    """Every FPR's answer, as (source, candidates) pairs, as ``CANDIDATE_COLUMNS``."""
-    rows = [(c.item_id, c.item_type.value, c.actor_id, source, c.score) for source, cs in answers for c in cs]
+def candidate_columns(
+    answers: Iterable[tuple[str, Sequence[Candidate]]],
+    now: float = math.nan,
+    trained_until: Mapping[str, float | None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Every FPR's answer, as (source, candidates) pairs, as ``CANDIDATE_COLUMNS``. ``fpr_model_age_s``
+    is how long before ``now`` each source's model stopped seeing traffic (``trained_until`` by
+    source; NaN where unknown)."""
+    trained_until = trained_until or {}
+    rows = [
+        (c.item_id, c.item_type.value, c.actor_id, source, c.score, now - (trained_until.get(source) or math.nan))
+        for source, cs in answers
+        for c in cs
+    ]
     if not rows:
-        return {c: np.array([], dtype=float if c == "fpr_score" else object) for c in CANDIDATE_COLUMNS}
-    ids, types, actors, sources, scores = zip(*rows, strict=True)
+        return {c: np.array([], dtype=float if c in NUMERIC_CANDIDATE_COLUMNS else object) for c in CANDIDATE_COLUMNS}
+    ids, types, actors, sources, scores, model_ages = zip(*rows, strict=True)
     return {
         "item_id": np.array(ids, dtype=object),
         "item_type": np.array(types, dtype=object),
         "actor_id": np.array(actors, dtype=object),
         "source": np.array(sources, dtype=object),
         "fpr_score": np.array(scores, dtype=float),
+        "fpr_model_age_s": np.array(model_ages, dtype=float),
     }
 
 
-def candidate_frame(answers: Iterable[tuple[str, Sequence[Candidate]]]) -> pd.DataFrame:
+def candidate_frame(
+    answers: Iterable[tuple[str, Sequence[Candidate]]],
+    now: float = math.nan,
+    trained_until: Mapping[str, float | None] | None = None,
+) -> pd.DataFrame:
     """:func:`candidate_columns` as a DataFrame (what the offline evaluations join on)."""
-    return pd.DataFrame(candidate_columns(answers))
+    return pd.DataFrame(candidate_columns(answers, now, trained_until))
 
 
 @dataclass

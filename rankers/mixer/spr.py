@@ -8,6 +8,10 @@ cannot drift apart. Input columns (a DataFrame, one row per candidate):
 - ``source`` and ``fpr_score``: which FPR proposed the item and its calibrated score. Each source
   gets its own intercept and its own weight on its score's log-odds, so an FPR whose scores run hot
   is calibrated away, and a new FPR needs no code (its columns are learned from the data it appears in);
+- ``fpr_model_age_s``: how long ago the FPR's model stopped seeing traffic (NaN: unknown). An item
+  created since (``item_age_s`` below it) is new to the model, and each source gets its own intercept
+  for those: an FPR that never saw an item scores it differently from the ones it learned on, and
+  the share of such items grows for as long as a model serves;
 - ``position`` (0 when absent): where the item was shown, as ``log(1 + position)`` per item type.
   Logged traffic is position-biased; fitting the bias separately lets serving rank by the
   probability at the top of the feed and report the probability at the position each item ends at.
@@ -44,8 +48,11 @@ BASE_FAMILIES["position"] = list(POSITION_FEATURES.values())
 BASE_COLUMNS: list[str] = [c for cols in BASE_FAMILIES.values() for c in cols]
 
 
+SOURCE_TERMS = ("source", "fpr_logit", "fpr_new_item")
+
+
 def source_columns(sources: list[str]) -> list[str]:
-    return [c for s in sources for c in (f"source__{s}", f"fpr_logit__{s}")]
+    return [f"{term}__{s}" for s in sources for term in SOURCE_TERMS]
 
 
 def design_array(X: pd.DataFrame | Columns, sources: list[str]) -> np.ndarray:
@@ -56,7 +63,7 @@ def design_array(X: pd.DataFrame | Columns, sources: list[str]) -> np.ndarray:
     features.
     """
     n = height(X)
-    out = np.empty((n, len(BASE_COLUMNS) + 2 * len(sources)))
+    out = np.empty((n, len(BASE_COLUMNS) + len(SOURCE_TERMS) * len(sources)))
     itype = np.asarray(X["item_type"]).astype(str) if "item_type" in X else np.full(n, "")
     age_h = numeric(X, "item_age_s", np.nan) / 3600.0
     known_age = np.isfinite(age_h)
@@ -77,10 +84,14 @@ def design_array(X: pd.DataFrame | Columns, sources: list[str]) -> np.ndarray:
     # FPR scores are calibrated probabilities: their log-odds is what a logistic model adds up
     p = np.clip(numeric(X, "fpr_score", PRIOR_CTR), 1e-4, 1 - 1e-4)
     logit = np.log(p / (1 - p))
+    with np.errstate(invalid="ignore"):  # NaN ages compare False: not known to be new
+        new_item = (numeric(X, "item_age_s", np.nan) < numeric(X, "fpr_model_age_s", np.nan)).astype(float)
     for k, s in enumerate(sources):
         hit = (src == s).astype(float)
-        out[:, len(BASE_COLUMNS) + 2 * k] = hit
-        out[:, len(BASE_COLUMNS) + 2 * k + 1] = hit * logit
+        at = len(BASE_COLUMNS) + len(SOURCE_TERMS) * k
+        out[:, at] = hit
+        out[:, at + 1] = hit * logit
+        out[:, at + 2] = hit * new_item
     return out
 
 

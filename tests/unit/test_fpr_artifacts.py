@@ -32,6 +32,9 @@ def test_service_serves_the_current_trained_version_else_the_baseline(tmp_path):
     member = traffic.log["member_id"].iloc[0]
     answer = service.answer(FeedRequest(request_id="r1", member_id=member, requested_at=time.time()))
     assert answer.model_version == f"courses/{second}"  # CURRENT points at the latest
+    # the answer says where the model's training traffic ends: the second pass flags items created since
+    assert answer.trained_until == traffic.events[-1].timestamp
+    assert load_ranker(s, spec).trained_until == traffic.events[-1].timestamp
     assert answer.candidates and all(0.0 <= c.score <= 1.0 for c in answer.candidates)
     assert [c.score for c in answer.candidates] == sorted((c.score for c in answer.candidates), reverse=True)
 

@@ -76,7 +76,8 @@ def catalog() -> Inventory:
 
 
 def mix(model: SecondPassRanker, rows: list[tuple], rules=None, inv=None, member: str = "m1"):
-    cands = pd.DataFrame(rows, columns=CANDIDATE_COLUMNS)
+    # rows name the candidate's fields up to its FPR score; the FPR's model age is not known
+    cands = pd.DataFrame(rows, columns=CANDIDATE_COLUMNS[: len(rows[0])] if rows else CANDIDATE_COLUMNS)
     mixer = FeedMixer(model, rules if rules is not None else [Dedupe(), Visibility()])
     return mixer.mix("r1", member, 10, NOW, cands, pd.DataFrame(index=range(len(cands))), inv or catalog())
 

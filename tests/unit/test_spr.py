@@ -76,10 +76,30 @@ def test_labels_come_from_engagements_under_the_same_request():
 
 def test_design_matrix_fills_missing_history_and_unknown_sources():
     X = design_matrix(pd.DataFrame({"item_type": ["job", "post"], "source": ["jobs", "new-fpr"]}), ["jobs"])
-    assert list(X.columns) == [*BASE_COLUMNS, "source__jobs", "fpr_logit__jobs"]
+    assert list(X.columns) == [*BASE_COLUMNS, "source__jobs", "fpr_logit__jobs", "fpr_new_item__jobs"]
     assert (X["member_stats__ctr_1h"] == 0.05).all() and (X["type_job"] == [1.0, 0.0]).all()
     assert X["source__jobs"].tolist() == [1.0, 0.0] and (X["log_position__job"] == 0).all()
     assert (X["fresh_1d__post"] == 0).all()  # unknown age: no age effect
+    assert (X["fpr_new_item__jobs"] == 0).all()  # the FPR's model age unknown: not new to it
+
+
+def test_design_matrix_flags_items_created_after_the_fprs_training():
+    day = 86400.0
+    X = design_matrix(
+        pd.DataFrame(
+            {
+                "item_type": ["job", "job", "job", "job", "member"],
+                "source": ["jobs", "jobs", "jobs", "network", "people"],
+                "item_age_s": [0.5 * day, 3 * day, 0.5 * day, 0.5 * day, np.nan],
+                "fpr_model_age_s": [2 * day, 2 * day, np.nan, 2 * day, 2 * day],
+            }
+        ),
+        ["jobs", "network", "people"],
+    )
+    # created half a day ago by a model two days old: new to it; three days old, or model age unknown: not
+    assert X["fpr_new_item__jobs"].tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
+    assert X["fpr_new_item__network"].tolist() == [0.0, 0.0, 0.0, 1.0, 0.0]
+    assert (X["fpr_new_item__people"] == 0).all()  # a member card has no creation time
 
 
 def test_spr_learns_the_truth_and_is_calibrated_per_source(rows):
@@ -108,6 +128,43 @@ def test_spr_learns_the_truth_and_is_calibrated_per_source(rows):
     contrib = model.contributions(test)
     np.testing.assert_allclose(contrib.sum(axis=1), np.log(p / (1 - p)), rtol=1e-6)
     assert set(BASE_FAMILIES) | {"fpr", "intercept"} == set(contrib.columns)
+
+
+def test_spr_calibrates_items_new_to_the_fpr_separately():
+    """An FPR over-scores the items it never saw. The items' ages alone do not tell which those are
+    (models are of different ages); the flag does, and with it the SPR is calibrated on both groups,
+    including when their mix differs from training's. Without it the new items are over-predicted."""
+    rng = np.random.default_rng(0)
+    day = 86400.0
+
+    def rows(n, model_age_days):
+        age = rng.uniform(0, 4 * day, n)
+        model_age = rng.uniform(*model_age_days, n) * day
+        fpr = rng.uniform(0.02, 0.2, n)
+        truth = np.where(age < model_age, 0.6 * fpr, fpr)  # the FPR scores new items 1/0.6 too high
+        return pd.DataFrame(
+            {
+                "item_type": "job",
+                "source": "jobs",
+                "fpr_score": fpr,
+                "item_age_s": age,
+                "fpr_model_age_s": model_age,
+                "label": (rng.random(n) < truth).astype(int),
+                "true_p": truth,
+            }
+        )
+
+    train, test = rows(100_000, (0.5, 2.5)), rows(40_000, (2.5, 3.5))  # serving: older models
+    new = (test["item_age_s"] < test["fpr_model_age_s"]).to_numpy()
+    truth = test["true_p"].to_numpy()
+    model = SecondPassRanker().fit(train, train["label"])
+    assert model.coefficients()["fpr_new_item__jobs"] < 0
+    p = model.predict_proba(test)[:, 1]
+    for group in (new, ~new):
+        assert 0.93 < truth[group].sum() / p[group].sum() < 1.07
+    blind = SecondPassRanker().fit(train.drop(columns="fpr_model_age_s"), train["label"])
+    p_blind = blind.predict_proba(test.drop(columns="fpr_model_age_s"))[:, 1]
+    assert truth[new].sum() / p_blind[new].sum() < 0.93
 
 
 def test_spr_refuses_one_class_and_rows_without_source():
@@ -141,11 +198,11 @@ def test_feed_mixer_scores_filters_and_explains(rows):
     model = SecondPassRanker().fit(rows, rows["label"])
     cands = pd.DataFrame(
         [
-            ("p1", "post", "m2", "network", 0.3),
-            ("p2", "post", "m3", "network", 0.9),  # blocked actor
-            ("p3", "post", "m4", "network", 0.8),  # connections-only, not a connection
-            ("j1", "job", "co1", "jobs", 0.2),
-            ("p1", "post", "m2", "network", 0.1),  # a duplicate
+            ("p1", "post", "m2", "network", 0.3, np.nan),
+            ("p2", "post", "m3", "network", 0.9, np.nan),  # blocked actor
+            ("p3", "post", "m4", "network", 0.8, np.nan),  # connections-only, not a connection
+            ("j1", "job", "co1", "jobs", 0.2, 7200.0),  # created before the jobs model's training ended
+            ("p1", "post", "m2", "network", 0.1, np.nan),  # a duplicate
         ],
         columns=CANDIDATE_COLUMNS,
     )
@@ -167,7 +224,8 @@ def test_feed_mixer_with_the_shipped_rules_never_shows_blocked_or_hidden(rows):
     # the catalog's authors count: p3 (m4's, connections-only) stays out though labelled as m2's, a
     # connection; p4 (m2's, public) is shown though labelled as m3's, whom m1 blocked
     cands = pd.DataFrame(
-        [(f"p{i}", "post", "m2" if i % 2 else "m3", "network", 0.5) for i in (1, 2, 3, 4)], columns=CANDIDATE_COLUMNS
+        [(f"p{i}", "post", "m2" if i % 2 else "m3", "network", 0.5, np.nan) for i in (1, 2, 3, 4)],
+        columns=CANDIDATE_COLUMNS,
     )
     stored = pd.DataFrame({"member_item__hide_total": [1.0, 0.0, 0.0, 0.0]})
     result = FeedMixer(model, CONFIG.build_rules()).mix("r9", "m1", 5, NOW, cands, stored, _catalog())
