@@ -66,7 +66,7 @@ from feedrank.settings import Settings, get_settings
 from rankers.fpr import FirstPassRanker
 from rankers.inventory import Inventory
 from rankers.mixer.mixer import FeedMixer, candidate_frame
-from rankers.mixer.spr import BASE_COLUMNS, SecondPassRanker
+from rankers.mixer.spr import SCHEMA, SecondPassRanker
 from rankers.registry import ConfigError, load_config
 from rankers.rules.base import RerankContext, RerankRule, Slot
 from rankers.training import NoProgress, Progress, replay
@@ -128,7 +128,7 @@ def load_policy_spr(store: ModelStore, spec: PolicySpec) -> Artifact:
     if spec.version is None and store.current(SPR) is None:
         raise RankerPolicyError(f"no current SPR version; {_available(store)}")
     try:
-        return load_spr(store, BASE_COLUMNS, spec.version)
+        return load_spr(store, SCHEMA, spec.version)
     except ModelNotFound as err:
         raise RankerPolicyError(str(err)) from None
 

@@ -12,7 +12,7 @@ from features.store import apply_definitions
 from feedrank import infra
 from feedrank.contracts import RankedFeed
 from feedrank.settings import Settings
-from rankers.mixer.spr import BASE_COLUMNS
+from rankers.mixer.spr import SCHEMA
 from rankers.registry import load_config
 from services.feed_client import FeedClient, FeedTimeout
 from services.fpr_service import load_trained
@@ -38,7 +38,7 @@ def prepare(settings: Settings, generator: SimulatedTraffic, retrain: bool = Fal
     try:
         if retrain:
             raise ModelNotFound
-        load_spr(ModelStore(settings.model_dir), BASE_COLUMNS)
+        load_spr(ModelStore(settings.model_dir), SCHEMA)
     except ModelNotFound:
         with console.status("training the second-pass model"):
             version, metrics = train_spr(settings, generator.events(), generator.describe())

@@ -30,7 +30,7 @@ from feedrank.contracts import ContractError, FeedItem, FeedRequest, FprCandidat
 from feedrank.settings import Settings
 from rankers.inventory import Inventory
 from rankers.mixer.mixer import FeedMixer, MixResult, candidate_columns
-from rankers.mixer.spr import BASE_COLUMNS
+from rankers.mixer.spr import SCHEMA
 from rankers.registry import ConfigError, load_config
 from services.feed_state import ExplanationStore, ServedStore
 from services.impression_log import ImpressionJoiner, ImpressionLogWriter
@@ -262,7 +262,7 @@ class MixerService:
 
         config = load_config(self.settings.pipeline_config)
         self.expected = config.fpr_names
-        artifact = load_spr(ModelStore(self.settings.model_dir), BASE_COLUMNS)
+        artifact = load_spr(ModelStore(self.settings.model_dir), SCHEMA)
         return Mixer(
             FeedMixer(artifact.model, config.build_rules()),
             f"spr/{artifact.version}",

@@ -15,7 +15,7 @@ from features.training_set import build_training_set
 from feedrank.contracts import MemberEvent
 from feedrank.settings import Settings
 from rankers.calibration import calibration_report
-from rankers.mixer.spr import BASE_COLUMNS, SecondPassRanker
+from rankers.mixer.spr import SCHEMA, SecondPassRanker
 from rankers.registry import load_config
 from services.fpr_service import load_ranker
 from services.model_store import ModelStore
@@ -48,6 +48,6 @@ def train_spr(
     version = ModelStore(settings.model_dir).save(
         "spr",
         final,
-        {"trained_on": description, "holdout": metrics, "columns": BASE_COLUMNS, "sources": final.sources_},
+        {"trained_on": description, "holdout": metrics, "columns": SCHEMA, "sources": final.sources_},
     )
     return version, metrics

@@ -55,6 +55,10 @@ def source_columns(sources: list[str]) -> list[str]:
     return [f"{term}__{s}" for s in sources for term in SOURCE_TERMS]
 
 
+# What a saved model's inputs must match to be served: the fixed columns, then each source's terms.
+SCHEMA: list[str] = [*BASE_COLUMNS, *source_columns(["SOURCE"])]
+
+
 def design_array(X: pd.DataFrame | Columns, sources: list[str]) -> np.ndarray:
     """Raw candidate rows to the model's columns (``BASE_COLUMNS``, then ``source_columns(sources)``).
 
