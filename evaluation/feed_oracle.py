@@ -42,7 +42,7 @@ from feedrank.settings import REPO_ROOT
 from rankers.calibration import calibration_report
 from rankers.fpr import FirstPassRanker
 from rankers.inventory import Inventory
-from rankers.mixer.mixer import FeedMixer, MixResult, candidate_frame
+from rankers.mixer.mixer import FeedMixer, MixResult, answer_in_process
 from rankers.mixer.spr import SecondPassRanker
 from rankers.registry import PipelineConfig, load_config
 from rankers.rules.base import RerankRule
@@ -285,8 +285,7 @@ def evaluate_feed(
     member_offset = int(sw.world.item_offsets[3])
 
     def evaluate(inv: FeatureInventory, rid: str, member_id: str, t: float) -> None:
-        answers = {name: r.top_k(inv, member_id, t) for name, r in rankers.items()}
-        cands = candidate_frame(answers.items(), t, {name: r.trained_until for name, r in rankers.items()})
+        answers, cands = answer_in_process(rankers, inv, member_id, t)
         union = list(dict.fromkeys(cands["item_id"]))
         known = [i for i in union if i in sw.index]
         stats["unknown_candidates"] += len(union) - len(known)

@@ -65,7 +65,7 @@ from feedrank.progress import progress_bar
 from feedrank.settings import Settings, get_settings
 from rankers.fpr import FirstPassRanker
 from rankers.inventory import Inventory
-from rankers.mixer.mixer import FeedMixer, candidate_frame
+from rankers.mixer.mixer import FeedMixer, answer_in_process
 from rankers.mixer.spr import SCHEMA, SecondPassRanker
 from rankers.registry import ConfigError, load_config
 from rankers.rules.base import RerankContext, RerankRule, Slot
@@ -275,8 +275,7 @@ def policy_table(
         if member_id not in inv.members:
             stats["unknown_members"] += 1
             return
-        answers = {name: r.top_k(inv, member_id, t) for name, r in rankers.items()}
-        cands = candidate_frame(answers.items(), t, {name: r.trained_until for name, r in rankers.items()})
+        _, cands = answer_in_process(rankers, inv, member_id, t)
         stored = stored_for(inv.rows, member_id, cands)
         capture.slots = []
         feed = mixer.mix(rid, member_id, size, t, cands, stored, inv, inv.recent(member_id, t, served_ttl_s))

@@ -24,6 +24,12 @@ FeatureColumns = dict[str, np.ndarray]
 TRAINED_UNTIL = "trained_until"  # the scorer attribute that holds the end of its training traffic
 
 
+def trained_until(scorer: object) -> float | None:
+    """The end of ``scorer``'s training traffic (``TrainedFpr.stamp``), or None: a baseline, or a
+    model saved before scorers were stamped."""
+    return getattr(scorer, TRAINED_UNTIL, None)
+
+
 class CandidateSource(Protocol):
     def candidates(self, inv: Inventory, member_id: str, now: float) -> Iterable[str]:
         """Ids of the items (or members) this inventory could show the member, with no repeats."""
@@ -55,8 +61,7 @@ class FirstPassRanker:
 
     @property
     def trained_until(self) -> float | None:
-        """The end of the scorer's training traffic (``TrainedFpr.stamp``), if known."""
-        return getattr(self.scorer, TRAINED_UNTIL, None)
+        return trained_until(self.scorer)
 
     def candidate_ids(self, inv: Inventory, member_id: str, now: float) -> list[str]:
         ids = list(self.source.candidates(inv, member_id, now))

@@ -18,6 +18,8 @@ import pandas as pd
 
 from features.families import Columns, as_columns, derive_columns, numeric
 from feedrank.contracts import PUBLIC, Candidate
+from rankers.fpr import FirstPassRanker
+from rankers.inventory import Inventory
 from rankers.mixer.spr import SecondPassRanker
 from rankers.rules.base import UNVERIFIED, Graph, RerankContext, RerankRule, Slot
 from rankers.vectors import sigmoid
@@ -68,6 +70,15 @@ def candidate_frame(
 ) -> pd.DataFrame:
     """:func:`candidate_columns` as a DataFrame (what the offline evaluations join on)."""
     return pd.DataFrame(candidate_columns(answers, now, trained_until))
+
+
+def answer_in_process(
+    rankers: Mapping[str, FirstPassRanker], inv: Inventory, member_id: str, now: float
+) -> tuple[dict[str, list[Candidate]], pd.DataFrame]:
+    """Every FPR's top-k for one request, and the mixer's candidate frame of them: the offline
+    evaluations' stand-in for the mixer service's scatter-gather over Kafka."""
+    answers = {name: r.top_k(inv, member_id, now) for name, r in rankers.items()}
+    return answers, candidate_frame(answers.items(), now, {name: r.trained_until for name, r in rankers.items()})
 
 
 @dataclass

@@ -69,7 +69,8 @@ def design_array(X: pd.DataFrame | Columns, sources: list[str]) -> np.ndarray:
     n = height(X)
     out = np.empty((n, len(BASE_COLUMNS) + len(SOURCE_TERMS) * len(sources)))
     itype = np.asarray(X["item_type"]).astype(str) if "item_type" in X else np.full(n, "")
-    age_h = numeric(X, "item_age_s", np.nan) / 3600.0
+    age_s = numeric(X, "item_age_s", np.nan)
+    age_h = age_s / 3600.0
     known_age = np.isfinite(age_h)
     decay = {w: 0.5 ** (np.clip(np.nan_to_num(age_h), 0, None) / h) for w, h in AGE_HALF_LIVES_H.items()}
     log_position = np.log1p(np.clip(numeric(X, "position", 0.0), 0, None))
@@ -89,13 +90,12 @@ def design_array(X: pd.DataFrame | Columns, sources: list[str]) -> np.ndarray:
     p = np.clip(numeric(X, "fpr_score", PRIOR_CTR), 1e-4, 1 - 1e-4)
     logit = np.log(p / (1 - p))
     with np.errstate(invalid="ignore"):  # NaN ages compare False: not known to be new
-        new_item = (numeric(X, "item_age_s", np.nan) < numeric(X, "fpr_model_age_s", np.nan)).astype(float)
+        new_item = (age_s < numeric(X, "fpr_model_age_s", np.nan)).astype(float)
     for k, s in enumerate(sources):
         hit = (src == s).astype(float)
         at = len(BASE_COLUMNS) + len(SOURCE_TERMS) * k
-        out[:, at] = hit
-        out[:, at + 1] = hit * logit
-        out[:, at + 2] = hit * new_item
+        for j, term in enumerate((hit, hit * logit, hit * new_item)):  # in SOURCE_TERMS' order
+            out[:, at + j] = term
     return out
 
 
