@@ -144,7 +144,7 @@ class TrainedSystem:
     spr: SecondPassRanker
     spr_holdout: dict[str, Any]  # calibration_report on the point-in-time rows at or after the split
     fpr_metrics: dict[str, dict[str, float]]
-    rows: pd.DataFrame  # the SPR's point-in-time rows, all of them, in time order
+    rows: pd.DataFrame  # the SPR's point-in-time rows from the FPRs' split on, in time order
 
 
 def add_oe_intervals(report: dict[str, Any], test: pd.DataFrame, p: np.ndarray) -> None:
@@ -201,6 +201,7 @@ def train_system(
         sw.traffic.events,
         {name: r.scorer for name, r in rankers.items()},
         config.source_of_type,
+        since=fpr_split,
     )
     progress.update(task, total=1, completed=1)
     rows = rows.sort_values("timestamp", kind="stable").reset_index(drop=True)

@@ -68,12 +68,17 @@ def build_training_set(
     scorers: Mapping[str, Scorer],
     source_of_type: Mapping[ItemType, str],
     attribution_s: float = ATTRIBUTION_S,
+    since: float | None = None,
 ) -> pd.DataFrame:
     """One row per impression of an item some configured FPR scores.
 
     ``scorers`` maps an FPR (source) name to its scorer; an impression logged without a ``source``
     attribute is credited to the FPR serving its item type (``source_of_type``). The impressions of
     one request are scored together, per source, when its first impression is replayed.
+
+    Impressions before ``since`` build up the feature rows but get no row of their own and are not
+    scored: a trainer that uses only later rows (e.g. those the FPRs did not train on) skips most of
+    the cost, which is the FPR scoring and the per-row feature copies, not the folding.
     """
     ordered = sorted(events, key=lambda e: e.timestamp)
     engaged_in_request, engaged_at = _labels(ordered)
@@ -107,7 +112,7 @@ def build_training_set(
             assert e.item_type is not None and e.item_id is not None
             src = source_of(e)
             known = e.item_id in inv.items or e.item_type == ItemType.MEMBER
-            if src in scorers and known:
+            if src in scorers and known and (since is None or e.timestamp >= since):
                 rid = _request(e)
                 if rid is None:
                     score = float(np.asarray(scorers[src].score(inv, e.member_id, [e.item_id], e.timestamp)[0])[0])

@@ -109,6 +109,20 @@ def test_training_rows_are_point_in_time():
     assert list(rows["label"]) == [1, 1, 0]  # engaged after the first two, not after the third
 
 
+def test_training_rows_since_a_time_keep_the_history_before_it():
+    """Impressions before ``since`` get no row, yet still count in the features of the later ones."""
+    events = list(SimulatedTraffic(members=60, requests=80, seed=5, end_time=NOW).events())
+    impressions = sorted(e.timestamp for e in events if e.event_type == EventType.IMPRESSION)
+    since = impressions[len(impressions) // 2]
+    scorers, types = {"jobs": PopularityScorer()}, {ItemType.JOB: "jobs"}
+    every = build_training_set(events, scorers, types)
+    later = build_training_set(events, scorers, types, since=since)
+    assert 0 < len(later) < len(every) and later["timestamp"].min() >= since
+    want = every[every["timestamp"] >= since].reset_index(drop=True)
+    pd.testing.assert_frame_equal(later.reset_index(drop=True), want[later.columns], check_like=True)
+    assert want["member_item__log_seen"].max() > 0  # the earlier impressions are in those features
+
+
 def test_simulated_traffic_is_deterministic_and_validates():
     def events(seed):
         return [e.model_dump() for e in SimulatedTraffic(members=60, requests=40, seed=seed, end_time=NOW).events()]
