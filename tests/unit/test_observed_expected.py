@@ -22,6 +22,7 @@ from evaluation.observed_expected import (
 from feedrank.cli import main
 from rankers.calibration import observed_over_expected
 from simulator.logs import LogFormatError
+from tests.unit.log_files import LOG_FORMATS, write_log
 
 
 def make_log(n_requests: int = 200, slate: int = 5, k: float = 1.0, seed: int = 0) -> pd.DataFrame:
@@ -169,12 +170,9 @@ def test_bad_values_are_errors_naming_the_rows(column, value, message):
 # ---------------------------------------------------------------------------------------- the command
 
 
-@pytest.fixture(params=["parquet", "csv"])
+@pytest.fixture(params=LOG_FORMATS)
 def log_file(request, tmp_path: Path) -> Path:
-    log = make_log(k=1.2)
-    path = tmp_path / f"impressions.{request.param}"
-    log.to_parquet(path, index=False) if request.param == "parquet" else log.to_csv(path, index=False)
-    return path
+    return write_log(make_log(k=1.2), tmp_path, request.param)
 
 
 def test_command_prints_json(log_file: Path, capsys):

@@ -21,6 +21,7 @@ from evaluation.ranking_metrics import (
 )
 from feedrank.cli import main
 from simulator.logs import LogFormatError
+from tests.unit.log_files import LOG_FORMATS, write_log
 
 
 def ragged(n_groups: int = 300, seed: int = 0, graded: bool = False, ties: bool = False) -> pd.DataFrame:
@@ -161,12 +162,9 @@ def test_bad_values_are_errors_naming_the_rows(change, message):
 # ---------------------------------------------------------------------------------------- the command
 
 
-@pytest.fixture(params=["parquet", "csv"])
+@pytest.fixture(params=LOG_FORMATS)
 def log_file(request, tmp_path: Path) -> Path:
-    frame = ragged(seed=3).assign(position=0, item_id="i", propensity=1.0)
-    path = tmp_path / f"impressions.{request.param}"
-    frame.to_parquet(path, index=False) if request.param == "parquet" else frame.to_csv(path, index=False)
-    return path
+    return write_log(ragged(seed=3).assign(position=0, item_id="i", propensity=1.0), tmp_path, request.param)
 
 
 def test_command_prints_json(log_file: Path, capsys):

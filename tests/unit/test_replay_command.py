@@ -16,6 +16,7 @@ from evaluation.replay_command import is_ranker_spec
 from feedrank.cli import main
 from simulator.config import SessionConfig, WorldConfig
 from simulator.run import simulate_to_files
+from tests.unit.log_files import LOG_FORMATS, write_log
 
 POLICY = ["request_id", "position", "item_id", "probability"]
 
@@ -137,11 +138,9 @@ def expect_error(capsys, *args: object) -> str:
     return captured.err
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+@pytest.mark.parametrize("fmt", LOG_FORMATS)
 def test_log_missing_a_column(sim, capsys, tmp_path, fmt):
-    log = pd.read_parquet(sim["log"]).drop(columns=["propensity"])
-    path = tmp_path / f"log.{fmt}"
-    log.to_parquet(path) if fmt == "parquet" else log.to_csv(path, index=False)
+    path = write_log(pd.read_parquet(sim["log"]).drop(columns=["propensity"]), tmp_path, fmt, stem="log")
     err = expect_error(capsys, "--log", path, "--policy", sim["policy"])
     assert "lacks column(s) ['propensity']" in err
 
