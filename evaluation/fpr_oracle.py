@@ -61,8 +61,7 @@ def simulate(
 
 def held_out(traffic: LoggedTraffic, split: float) -> LoggedTraffic:
     """The part of the traffic a trainer may see: everything strictly before ``split``."""
-    events = [e for e in traffic.events if e.timestamp < split]
-    return LoggedTraffic(events, traffic.log[traffic.log["timestamp"] < split], traffic.description)
+    return traffic.before(split)
 
 
 def held_out_requests(traffic: LoggedTraffic, split: float, n: int, seed: int) -> pd.DataFrame:

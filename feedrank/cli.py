@@ -111,8 +111,8 @@ def _feed(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     if args.model == "fpr":
         return _train_fprs(args)
-    if args.name or args.param:
-        print("feedrank train spr takes no NAME or --param", file=sys.stderr)
+    if args.name or args.param or args.until is not None:
+        print("feedrank train spr takes no NAME, --param or --until", file=sys.stderr)
         return 2
     from pathlib import Path
 
@@ -171,7 +171,7 @@ def _train_fprs(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from rankers.registry import ConfigError, load_config
-    from services.fpr_training import TrafficNotFound, load_traffic, train_fpr
+    from services.fpr_training import FPR_SHARE, TrafficNotFound, load_traffic, train_fpr
     from services.traffic import SimulatedTraffic
 
     s = get_settings()
@@ -182,6 +182,7 @@ def _train_fprs(args: argparse.Namespace) -> int:
             traffic = load_traffic(Path(args.data))
         else:
             traffic = SimulatedTraffic(members=args.members, requests=args.requests, seed=args.seed).logged()
+        traffic = traffic.first(FPR_SHARE if args.until is None else args.until)
         report = {}
         for name in names:
             version, metrics = train_fpr(s, name, traffic, params, show_progress=not args.quiet)
@@ -376,6 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("name", nargs="?", help="fpr: the FPR to train, or all (default)")
     train.add_argument("--data", help="a `feedrank simulate --out` folder to train on (default: simulate)")
     train.add_argument("--param", action="append", default=[], help="fpr: KEY=VALUE override of its config.toml")
+    train.add_argument(
+        "--until",
+        type=float,
+        help="fpr: train on this first share of the traffic's time (default 0.6); `train spr` learns from"
+        " what comes after, so the second pass sees scores of traffic the FPRs did not train on",
+    )
     train.add_argument("--quiet", action="store_true")
     train.add_argument("--members", type=int, default=2000)
     train.add_argument("--requests", type=int, default=3000, help="simulated feed requests")

@@ -60,6 +60,17 @@ class LoggedTraffic:
         """The time before which ``frac`` of the log's rows were served."""
         return float(np.quantile(self.log["timestamp"].to_numpy(), frac)) if len(self.log) else 0.0
 
+    def before(self, t: float) -> LoggedTraffic:
+        """The part a trainer may see at time ``t``: everything strictly before it."""
+        events = [e for e in self.events if e.timestamp < t]
+        return LoggedTraffic(events, self.log[self.log["timestamp"] < t], self.description)
+
+    def first(self, frac: float) -> LoggedTraffic:
+        """The traffic before ``frac`` of its log's rows (all of it for ``frac`` >= 1)."""
+        if not 0 < frac <= 1:
+            raise ValueError(f"a share of the traffic must be in (0, 1], got {frac}")
+        return self if frac >= 1 else self.before(self.split_time(frac))
+
 
 @dataclass
 class TrainedFpr:

@@ -16,7 +16,7 @@ from rankers.mixer.spr import SCHEMA
 from rankers.registry import load_config
 from services.feed_client import FeedClient, FeedTimeout
 from services.fpr_service import load_trained
-from services.fpr_training import train_fpr
+from services.fpr_training import FPR_SHARE, train_fpr
 from services.kafka_io import ensure_topics
 from services.model_store import ModelNotFound, ModelStore, load_spr
 from services.supervisor import Supervisor, pipeline_services
@@ -33,13 +33,11 @@ def prepare(settings: Settings, generator: SimulatedTraffic, retrain: bool = Fal
         console.print(f"[green]infra[/] {c.line()}")
     ensure_topics(settings)
     apply_definitions(settings)
-    # new FPR models change the FPR scores the second pass learned from: retrain it too
-    retrain = train_missing_fprs(settings, generator, retrain) or retrain
-    try:
-        if retrain:
-            raise ModelNotFound
-        load_spr(ModelStore(settings.model_dir), SCHEMA)
-    except ModelNotFound:
+    # The second pass learns from the traffic after the FPR models' (stacking in time): new FPR models
+    # change the scores it learned from, and a new second pass needs FPR models trained on the first
+    # part of the same traffic. So either is retrained with the other.
+    spr_serves = not retrain and _spr_serves(settings)
+    if train_missing_fprs(settings, generator, retrain=not spr_serves) or not spr_serves:
         with console.status("training the second-pass model"):
             version, metrics = train_spr(settings, generator.events(), generator.describe())
         console.print(
@@ -48,16 +46,24 @@ def prepare(settings: Settings, generator: SimulatedTraffic, retrain: bool = Fal
         )
 
 
+def _spr_serves(settings: Settings) -> bool:
+    try:
+        load_spr(ModelStore(settings.model_dir), SCHEMA)
+    except ModelNotFound:
+        return False
+    return True
+
+
 def train_missing_fprs(settings: Settings, generator: SimulatedTraffic, retrain: bool = False) -> bool:
     """Train each configured FPR that has no model it can serve yet (none, or one trained on other
-    features than this code computes), on the traffic the demo is about to publish; whether any was
-    trained."""
+    features than this code computes), on the first ``FPR_SHARE`` of the traffic the demo is about to
+    publish (the second pass learns from the rest); whether any was trained."""
     fprs = load_config(settings.pipeline_config).fprs
     missing = [n for n, spec in fprs.items() if spec.trainer and (retrain or load_trained(settings, spec) is None)]
     if not missing:
         return False
     with console.status("simulating the traffic the first-pass rankers train on"):
-        traffic = generator.logged()
+        traffic = generator.logged().first(FPR_SHARE)  # the rest is the second pass's
     for name in missing:
         version, metrics = train_fpr(settings, name, traffic)
         auc = metrics.get("auc", float("nan"))
