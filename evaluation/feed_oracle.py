@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evaluation.fpr_oracle import SimulatedWorld, held_out, held_out_requests
+from evaluation.fpr_oracle import SimulatedWorld, held_out_requests
 from evaluation.observed_expected import ratio_stats
 from features.families import apply_event, rows_of
 from features.training_set import build_training_set, stored_columns
@@ -187,7 +187,7 @@ def train_system(
         raise ValueError(f"need 0 < fpr_frac < train_frac < 1, got {fpr_frac} and {train_frac}")
     split = sw.traffic.split_time(train_frac)
     fpr_split = sw.traffic.split_time(fpr_frac)
-    before = held_out(sw.traffic, fpr_split)
+    before = sw.traffic.before(fpr_split)
     rankers: dict[str, FirstPassRanker] = {}
     metrics: dict[str, dict[str, float]] = {}
     for name, spec in config.fprs.items():

@@ -59,11 +59,6 @@ def simulate(
     return SimulatedWorld(world, sim.truth, traffic, index)
 
 
-def held_out(traffic: LoggedTraffic, split: float) -> LoggedTraffic:
-    """The part of the traffic a trainer may see: everything strictly before ``split``."""
-    return traffic.before(split)
-
-
 def held_out_requests(traffic: LoggedTraffic, split: float, n: int, seed: int) -> pd.DataFrame:
     """A seeded sample of ``n`` feed requests logged at or after ``split`` (request_id, member_id,
     timestamp), in time order, as a replay takes them."""
@@ -93,7 +88,7 @@ def oracle_eval(
     progress = progress or NoProgress()
     traffic = sw.traffic
     split = traffic.split_time(train_frac)
-    trained = trainer(held_out(traffic, split), dict(params or {}), progress)
+    trained = trainer(traffic.before(split), dict(params or {}), progress)
     ranker: FirstPassRanker = build(trained.scorer)
     requests = held_out_requests(traffic, split, n_requests, seed)
     scores: dict[str, list[float]] = {"model": [], "baseline": []}

@@ -8,7 +8,7 @@ import json
 import sys
 import time
 
-from feedrank.settings import get_settings
+from feedrank.settings import FPR_SHARE, get_settings
 
 
 def _infra(args: argparse.Namespace) -> int:
@@ -171,7 +171,7 @@ def _train_fprs(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from rankers.registry import ConfigError, load_config
-    from services.fpr_training import FPR_SHARE, TrafficNotFound, load_traffic, train_fpr
+    from services.fpr_training import TrafficNotFound, load_traffic, train_fpr
     from services.traffic import SimulatedTraffic
 
     s = get_settings()
@@ -380,8 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--until",
         type=float,
-        help="fpr: train on this first share of the traffic's time (default 0.6); `train spr` learns from"
-        " what comes after, so the second pass sees scores of traffic the FPRs did not train on",
+        help=f"fpr: train on this first share of the traffic's time (default {FPR_SHARE}); `train spr` learns"
+        " from what comes after, so the second pass sees scores of traffic the FPRs did not train on",
     )
     train.add_argument("--quiet", action="store_true")
     train.add_argument("--members", type=int, default=2000)

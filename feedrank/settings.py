@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECRET_MASK = "**********"  # what pydantic's SecretStr shows instead of a secret
+# The share of a traffic dataset (in time) the FPRs learn from by default; `feedrank train spr` learns
+# from the rest, so the second pass sees FPR scores of traffic the FPRs did not train on, as in serving.
+FPR_SHARE = 0.6
 _PASSWORD_PART = "password="
 
 

@@ -11,12 +11,12 @@ from rich.table import Table
 from features.store import apply_definitions
 from feedrank import infra
 from feedrank.contracts import RankedFeed
-from feedrank.settings import Settings
+from feedrank.settings import FPR_SHARE, Settings
 from rankers.mixer.spr import SCHEMA
 from rankers.registry import load_config
 from services.feed_client import FeedClient, FeedTimeout
 from services.fpr_service import load_trained
-from services.fpr_training import FPR_SHARE, train_fpr
+from services.fpr_training import train_fpr
 from services.kafka_io import ensure_topics
 from services.model_store import ModelNotFound, ModelStore, load_spr
 from services.supervisor import Supervisor, pipeline_services

@@ -23,10 +23,6 @@ from services.model_store import ModelStore
 from simulator.logs import read_log
 from simulator.session import events_to_member_events
 
-# The share of a traffic dataset (in time) the FPRs learn from by default; `feedrank train spr` learns
-# from the rest, so the second pass sees FPR scores of traffic the FPRs did not train on, as in serving.
-FPR_SHARE = 0.6
-
 
 class TrafficNotFound(FileNotFoundError):
     """A data folder without the files training needs; the message names what is missing."""

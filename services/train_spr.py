@@ -17,7 +17,7 @@ import pandas as pd
 
 from features.training_set import build_training_set
 from feedrank.contracts import MemberEvent
-from feedrank.settings import Settings
+from feedrank.settings import FPR_SHARE, Settings
 from rankers.calibration import calibration_report
 from rankers.fpr import Scorer, trained_until
 from rankers.mixer.spr import SCHEMA, SecondPassRanker
@@ -50,7 +50,7 @@ def spr_training_set(settings: Settings, events: Iterable[MemberEvent]) -> pd.Da
             after = (
                 f" after {at}, where the FPR models' training traffic ends (the second pass learns only from"
                 " FPR scores of traffic they did not train on: train the FPRs on an earlier part of it,"
-                " `feedrank train fpr --until 0.6`, or give this command later traffic)"
+                f" `feedrank train fpr --until {FPR_SHARE}`, or give this command later traffic)"
             )
         raise ValueError(
             f"only {len(data)} training rows (impressions of items the FPRs score){after}; need {MIN_ROWS} or more"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from feedrank.settings import Settings
+from feedrank.settings import FPR_SHARE, Settings
 from rankers.training import LoggedTraffic
-from services.fpr_training import FPR_SHARE, train_fpr
+from services.fpr_training import train_fpr
 from services.model_store import ModelStore
 from services.traffic import SimulatedTraffic
 from services.train_spr import spr_training_set, train_spr

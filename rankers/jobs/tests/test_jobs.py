@@ -13,7 +13,7 @@ import joblib
 import numpy as np
 import pytest
 
-from evaluation.fpr_oracle import SimulatedWorld, held_out, oracle_eval, simulate
+from evaluation.fpr_oracle import SimulatedWorld, oracle_eval, simulate
 from evaluation.interactions import evaluate_interactions
 from feedrank.contracts import EventType, ItemType, MemberEvent
 from rankers.baselines import PopularityScorer
@@ -147,7 +147,7 @@ def world() -> SimulatedWorld:
 @pytest.fixture(scope="module")
 def trained(world: SimulatedWorld) -> TrainedFpr:
     split = world.traffic.split_time(0.7)  # what oracle_eval trains on
-    return train(held_out(world.traffic, split), FAST, NoProgress())
+    return train(world.traffic.before(split), FAST, NoProgress())
 
 
 def test_trainer_reports_auc_and_map_for_tower_and_lightgbm(trained: TrainedFpr):
