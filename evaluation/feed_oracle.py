@@ -205,7 +205,7 @@ def train_system(
     )
     progress.update(task, total=1, completed=1)
     rows = rows.sort_values("timestamp", kind="stable").reset_index(drop=True)
-    train = rows[(rows["timestamp"] >= fpr_split) & (rows["timestamp"] < split)]
+    train = rows[rows["timestamp"] < split]  # the rows start at fpr_split (``since``)
     test = rows[rows["timestamp"] >= split]
     spr = SecondPassRanker(C=spr_C).fit(train, train["label"].to_numpy())
     p_test = spr.predict_proba(test)[:, 1]
