@@ -145,6 +145,7 @@ class FeedMixer:
         imps = numeric(raw, "member_item__imp_total").tolist()
         engs = numeric(raw, "member_item__eng_total").tolist()
         hides = numeric(raw, "member_item__hide_total").tolist()
+        fpr_scores = numeric(raw, "fpr_score", math.nan).tolist()
         slots: list[Slot] = []
         members = catalog.members
         columns = (cands["item_type"].tolist(), cands["actor_id"].tolist(), cands["source"].tolist())
@@ -167,6 +168,7 @@ class FeedMixer:
                     source,
                     p0[j],
                     pctr=p0[j],
+                    fpr_score=fpr_scores[j],
                     created_at=created_at,
                     visibility=visibility,
                     impressions=imps[j],

@@ -7,6 +7,7 @@ or in the context (the request, and the member's place in the graph). Rules neve
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -20,7 +21,8 @@ class Slot:
     """A candidate on its way into the feed.
 
     ``score`` is what the slate is ordered by: the SPR's pCTR at the top of the feed, which rules may
-    discount; ``pctr`` is the SPR's estimate itself, never changed by a rule. ``moved_by`` records
+    discount; ``pctr`` is the SPR's estimate itself, never changed by a rule; ``fpr_score`` is the
+    proposing FPR's score. ``moved_by`` records
     which rules moved the slot (for ``feedrank explain``); ``pinned`` marks a slot a rule fixed at its
     position (exploration leaves it there); ``propensity`` is the probability that the mixer's policy
     puts this item at the position it ends at (1 unless exploration is on).
@@ -32,6 +34,7 @@ class Slot:
     source: str
     score: float
     pctr: float = 0.0
+    fpr_score: float = math.nan  # the proposing FPR's score (its own order of its inventory)
     created_at: float | None = None  # None when the mixer has not seen the item created (member cards)
     visibility: str = PUBLIC  # PUBLIC, CONNECTIONS, or UNVERIFIED (the mixer's catalog does not know the item)
     impressions: float = 0.0  # the member's earlier impressions of this item (X_io)

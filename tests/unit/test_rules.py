@@ -10,6 +10,7 @@ from rankers.rules.base import RerankContext, Slot
 from rankers.rules.dedupe import Dedupe
 from rankers.rules.exploration import Exploration
 from rankers.rules.fixed_position import FixedPosition
+from rankers.rules.fpr_order import FprOrder
 from rankers.rules.freshness import Freshness
 from rankers.rules.impression_discount import ImpressionDiscount
 from rankers.rules.quota import InventoryQuota
@@ -303,6 +304,43 @@ def test_served_rejects_bad_window(window):
         ServedFilter(window_s=window)
 
 
+# --- FPR order within an inventory ---------------------------------------------------------------------
+
+
+def test_fpr_order_hands_each_inventorys_scores_out_in_its_fprs_order():
+    s = [
+        Slot("p1", "post", "a", "network", 0.9, pctr=0.9, fpr_score=0.2),
+        Slot("m1", "member", "m1", "people", 0.8, pctr=0.8, fpr_score=0.1),
+        Slot("p2", "post", "b", "network", 0.6, pctr=0.6, fpr_score=0.5),  # the FPR's best post
+        Slot("m2", "member", "m2", "people", 0.5, pctr=0.5, fpr_score=0.3),  # the FPR's best card
+        Slot("p3", "post", "c", "network", 0.4, pctr=0.4, fpr_score=0.4),
+    ]
+    out = FprOrder().apply(s, CTX)
+    assert [x.item_id for x in out] == ["p2", "m2", "p3", "m1", "p1"]
+    assert [x.score for x in out] == pytest.approx([0.9, 0.8, 0.6, 0.5, 0.4])  # the same scores, the same mix
+    assert [x.source for x in out] == ["network", "people", "network", "people", "network"]
+    assert [x.pctr for x in out] == pytest.approx([0.6, 0.5, 0.4, 0.8, 0.9])  # each estimate stays its own
+    assert all(x.moved_by == ["fpr_order"] for x in out)
+
+
+def test_fpr_order_only_the_named_sources_and_unscored_items_last():
+    s = [
+        Slot("p1", "post", "a", "network", 0.9, fpr_score=0.1),
+        Slot("p2", "post", "b", "network", 0.8, fpr_score=0.3),
+        Slot("j1", "job", "c", "jobs", 0.7),  # no FPR score (NaN): after the scored jobs
+        Slot("j2", "job", "d", "jobs", 0.6, fpr_score=0.05),
+    ]
+    out = FprOrder(sources=["jobs"]).apply(s, CTX)
+    assert [x.item_id for x in out] == ["p1", "p2", "j2", "j1"]  # network keeps the SPR's order
+    assert [x.moved_by for x in out] == [[], [], ["fpr_order"], ["fpr_order"]]
+
+
+@pytest.mark.parametrize("sources", ["people", [""], [3]])
+def test_fpr_order_rejects_bad_sources(sources):
+    with pytest.raises(ValueError, match=r"fpr_order\.sources"):
+        FprOrder(sources=sources)
+
+
 # --- impression discount ------------------------------------------------------------------------------
 
 
@@ -576,6 +614,7 @@ def test_shipped_config_builds_every_rule_in_order():
         "visibility",
         "seen",
         "served",
+        "fpr_order",
         "impression_discount",
         "freshness",
         "actor_diversity",
