@@ -13,7 +13,7 @@ inventories beat the SPR's (BENCHMARKS.md, "the whole feed").
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from rankers.rules.base import RerankContext, Slot, resorted
@@ -27,7 +27,7 @@ class FprOrder:
     def __post_init__(self) -> None:
         s = self.sources
         if s is not None:
-            if isinstance(s, str) or not all(isinstance(x, str) and x for x in s):
+            if isinstance(s, str) or not isinstance(s, Iterable) or not all(isinstance(x, str) and x for x in s):
                 raise ValueError(f"fpr_order.sources must be a list of FPR names or unset, got {s!r}")
             self.sources = tuple(s)
 

@@ -335,7 +335,7 @@ def test_fpr_order_only_the_named_sources_and_unscored_items_last():
     assert [x.moved_by for x in out] == [[], [], ["fpr_order"], ["fpr_order"]]
 
 
-@pytest.mark.parametrize("sources", ["people", [""], [3]])
+@pytest.mark.parametrize("sources", ["people", 3, [""], [3]])
 def test_fpr_order_rejects_bad_sources(sources):
     with pytest.raises(ValueError, match=r"fpr_order\.sources"):
         FprOrder(sources=sources)

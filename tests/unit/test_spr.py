@@ -209,7 +209,7 @@ def test_feed_mixer_scores_filters_and_explains(rows):
     stored = pd.DataFrame(index=range(len(cands)))
     result = FeedMixer(model, [Dedupe(), Visibility()]).mix("r1", "m1", 10, NOW, cands, stored, _catalog())
     assert {s.item_id for s in result.slots} == {"p1", "j1"} and result.candidates == 5
-    assert {s.item_id: s.fpr_score for s in result.slots} == {"p1": 0.3, "j1": 0.2}  # the copy FPRs scored best
+    assert {s.item_id: s.fpr_score for s in result.slots} == {"p1": 0.3, "j1": 0.2}  # the kept copy's own FPR score
     assert result.slots[0].score >= result.slots[1].score
     assert result.dropped == {"p2": "visibility", "p3": "visibility"}
     # pCTR at the final position: the top item keeps its top-of-feed estimate, the next is discounted
