@@ -33,11 +33,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from evaluation.feature_replay import FeatureInventory, stored_for
 from evaluation.fpr_oracle import SimulatedWorld, held_out_requests
 from evaluation.observed_expected import ratio_stats
-from features.families import apply_event, rows_of
-from features.training_set import build_training_set, stored_columns
-from feedrank.contracts import CONNECTIONS, Candidate, ItemType, MemberEvent
+from evaluation.served_log import served_log
+from features.training_set import build_training_set
+from feedrank.contracts import CONNECTIONS, Candidate, ItemType
 from feedrank.settings import REPO_ROOT
 from rankers.calibration import calibration_report
 from rankers.fpr import FirstPassRanker
@@ -57,26 +58,6 @@ SPR_ONLY = "spr (no rules)"
 CHRONOLOGICAL = "chronological"
 POPULARITY = "popularity"
 ORACLE = "oracle"
-
-
-@dataclass
-class FeatureInventory(Inventory):
-    """The inventory plus the feature rows (``view|entities`` -> row) the feature store would hold,
-    folded from the same events, so that a replay gives both as of each request."""
-
-    rows: dict[str, dict] = field(default_factory=dict)
-
-    def apply(self, e: MemberEvent) -> None:
-        super().apply(e)
-        apply_event(e, self.rows)
-
-
-def stored_for(rows: Mapping[str, dict], member_id: str, candidates: pd.DataFrame) -> pd.DataFrame:
-    """The stored feature columns (``view__column``) of each candidate, row for row, as the online store
-    returns them."""
-    keys = zip(candidates["item_id"], candidates["actor_id"], candidates["item_type"], strict=True)
-    out = [stored_columns(rows, rows_of(member_id, i, a, t)) for i, a, t in keys]
-    return pd.DataFrame(out, index=range(len(candidates)))
 
 
 @dataclass
@@ -145,6 +126,7 @@ class TrainedSystem:
     spr_holdout: dict[str, Any]  # calibration_report on the point-in-time rows at or after the split
     fpr_metrics: dict[str, dict[str, float]]
     rows: pd.DataFrame  # the SPR's point-in-time rows from the FPRs' split on, in time order
+    served: pd.DataFrame = field(default_factory=pd.DataFrame)  # the served log (``served_log``), if any
 
 
 def add_oe_intervals(report: dict[str, Any], test: pd.DataFrame, p: np.ndarray) -> None:
@@ -170,6 +152,8 @@ def train_system(
     spr_C: float = 1.0,
     progress: Progress | None = None,
     fpr_frac: float = 0.5,
+    served_requests: int = 0,
+    seed: int = 0,
 ) -> TrainedSystem:
     """Stacked in time: every FPR trained (by its own trainer) on the traffic before ``fpr_frac`` of
     the time; the SPR fitted on the point-in-time rows from there to the split (``train_frac``),
@@ -178,6 +162,12 @@ def train_system(
     The SPR must learn from FPR scores like the ones it will get when serving: scores of impressions
     an FPR was trained on are overconfident, and an SPR fitted on them under-predicts on new traffic.
 
+    With ``served_requests``, that many requests from the FPRs' split on (seeded by ``seed``) are also
+    logged as the deployed system would log them (``served_log``: the FPRs' answers in a random
+    order, clicks from the truth); the SPR trains on those before the split as well, and its
+    calibration on those after it is reported as ``served``. The simulator's own log alone leaves the
+    SPR to learn from candidates unlike the ones it ranks.
+
     ``params`` overrides each FPR trainer's parameters by FPR name (``{}`` each by default: the team's
     configured settings)."""
     progress = progress or NoProgress()
@@ -185,6 +175,8 @@ def train_system(
     params = params or {}
     if not 0 < fpr_frac < train_frac < 1:
         raise ValueError(f"need 0 < fpr_frac < train_frac < 1, got {fpr_frac} and {train_frac}")
+    if served_requests < 0:
+        raise ValueError(f"served_requests must be 0 or more, got {served_requests}")
     split = sw.traffic.split_time(train_frac)
     fpr_split = sw.traffic.split_time(fpr_frac)
     before = sw.traffic.before(fpr_split)
@@ -207,16 +199,33 @@ def train_system(
     rows = rows.sort_values("timestamp", kind="stable").reset_index(drop=True)
     train = rows[rows["timestamp"] < split]  # the rows start at fpr_split (``since``)
     test = rows[rows["timestamp"] >= split]
-    spr = SecondPassRanker(C=spr_C).fit(train, train["label"].to_numpy())
-    p_test = spr.predict_proba(test)[:, 1]
+    served = pd.DataFrame()
+    if served_requests:
+        requests = held_out_requests(sw.traffic, fpr_split, served_requests, seed)
+        task = progress.add_task("served log", total=None)
+        served = served_log(sw, rankers, requests, seed=seed)
+        progress.update(task, total=1, completed=1)
+    served_train = served[served["timestamp"] < split] if len(served) else served
+    fit_rows = pd.concat([train, served_train], ignore_index=True) if len(served_train) else train
+    spr = SecondPassRanker(C=spr_C).fit(fit_rows, fit_rows["label"].to_numpy())
+    report = holdout_report(spr, train, test)
+    if (served_test := served[served["timestamp"] >= split] if len(served) else served).size:
+        report["served"] = holdout_report(spr, served_train, served_test)
+    return TrainedSystem(split, rankers, spr, report, metrics, rows, served)
+
+
+def holdout_report(spr: SecondPassRanker, train: pd.DataFrame, test: pd.DataFrame) -> dict[str, Any]:
+    """The SPR's calibration on ``test`` (overall and per source, with the clicks' intervals), the
+    number of ``train`` rows, and the click rates of both: a world whose rates drift moves O/E by itself."""
+    p_test = spr.predict_proba(test)[:, 1] if len(test) else np.zeros(0)
     report = {"rows_train": float(len(train)), **calibration_report(test, p_test)}
     add_oe_intervals(report, test, p_test)
-    # the click rates either side of the split: a world whose rates drift moves O/E by itself
     report["base_rates"] = {
         part: {"label": float(df["label"].mean()), **({"true_p": float(df["true_p"].mean())} if "true_p" in df else {})}
         for part, df in (("train", train), ("held_out", test))
+        if len(df)
     }
-    return TrainedSystem(split, rankers, spr, report, metrics, rows)
+    return report
 
 
 def evaluate_feed(
@@ -234,14 +243,16 @@ def evaluate_feed(
     system: TrainedSystem | None = None,
     fpr_frac: float = 0.5,
     variants: Mapping[str, PipelineConfig] | None = None,
+    served_requests: int = 0,
 ) -> dict[str, Any]:
     """Expected engagement and NDCG@k against the oracle of the system's feed and of the simple feeds,
     on ``n_requests`` held-out requests, and the SPR's held-out calibration.
 
     ``config`` is the pipeline (``config/pipeline.toml`` by default): its FPRs and rules. The FPRs and
     the SPR are trained by ``train_system`` (``params``: each FPR trainer's overrides, by FPR name)
-    unless ``system`` gives them, trained at ``fpr_frac`` and ``train_frac`` of the same world. ``inspect`` gets every
-    evaluated request (``FeedSnapshot``).
+    unless ``system`` gives them, trained at ``fpr_frac`` and ``train_frac`` of the same world, the SPR
+    also on a served log of ``served_requests`` requests. ``inspect`` gets every evaluated request
+    (``FeedSnapshot``).
     With ``rule_ablation``, the feed without exploration is also built once without each other rule in
     turn (``truncate`` stays): what each rule costs or gains in the same two metrics. ``variants``
     (other rule settings, e.g. ``config.with_rules(...)``) are scored on the same requests, from the
@@ -250,7 +261,9 @@ def evaluate_feed(
     progress = progress or NoProgress()
     config = config or load_config(REPO_ROOT / "config/pipeline.toml")
     traffic = sw.traffic
-    system = system or train_system(sw, train_frac, config, params, progress=progress, fpr_frac=fpr_frac)
+    system = system or train_system(
+        sw, train_frac, config, params, progress=progress, fpr_frac=fpr_frac, served_requests=served_requests, seed=seed
+    )
     split, rankers, spr = system.split, system.rankers, system.spr
     rules: list[RerankRule] = config.build_rules()
     mixer = FeedMixer(spr, rules)

@@ -81,6 +81,19 @@ def answer_in_process(
     return answers, candidate_frame(answers.items(), now, {name: r.trained_until for name, r in rankers.items()})
 
 
+def spr_inputs(raw: Columns, items: Sequence[Any], now: float) -> dict[str, np.ndarray]:
+    """The SPR's input rows from the candidates' fields and stored features (``raw``) and their
+    catalog ``items``: derived stream features, the candidate's fields, its age, position 0. The one
+    definition serving and any log of served candidates (``evaluation.served_log``) share."""
+    created = np.array([getattr(item, "created_at", np.nan) for item in items], dtype=float)
+    return {
+        **derive_columns(raw, now),
+        **raw,
+        "item_age_s": now - created,
+        "position": np.zeros(len(created)),
+    }
+
+
 @dataclass
 class MixResult:
     """The feed (``slots``, in order, truncated) and what explains it."""
@@ -108,15 +121,7 @@ class FeedMixer:
         self.rules = list(rules)
 
     def features(self, raw: Columns, items: Sequence[Any], now: float) -> dict[str, np.ndarray]:
-        """The SPR's input rows from the candidates' fields and stored features (``raw``) and their
-        catalog ``items``: derived stream features, the candidate's fields, its age, position 0."""
-        created = np.array([getattr(item, "created_at", np.nan) for item in items], dtype=float)
-        return {
-            **derive_columns(raw, now),
-            **raw,
-            "item_age_s": now - created,
-            "position": np.zeros(len(created)),
-        }
+        return spr_inputs(raw, items, now)
 
     def mix(
         self,
