@@ -26,6 +26,7 @@ from evaluation.feed_oracle import (
     train_system,
 )
 from evaluation.fpr_oracle import SimulatedWorld, simulate
+from evaluation.served_log import served_log
 from features.families import derive
 from feedrank.contracts import EventType, ItemType, MemberEvent
 from feedrank.settings import REPO_ROOT
@@ -41,6 +42,7 @@ FAST = {
 }
 SLATE = 10
 N_REQUESTS = 60
+SERVED = 150
 
 
 class Checks:
@@ -53,10 +55,20 @@ class Checks:
         self.feature_rows_compared = 0
         self.engagement: dict[str, list[float]] = {}
         self.oracle: list[float] = []
+        self.requests: list[tuple[str, str, float]] = []
+        self.offered: dict[str, dict[str, tuple[str, float]]] = {}  # request -> item -> (source, FPR score)
+        self.relevance: dict[str, dict[str, float]] = {}
 
     def __call__(self, snap: FeedSnapshot) -> None:
         self.snapshots += 1
         inv, member = snap.inv, snap.member_id
+        self.requests.append((snap.request_id, member, snap.now))
+        offered: dict[str, tuple[str, float]] = {}
+        for name, cands in snap.answers.items():
+            for c in cands:
+                offered.setdefault(c.item_id, (name, c.score))  # the first answer's copy, as the union keeps
+        self.offered[snap.request_id] = offered
+        self.relevance[snap.request_id] = snap.relevance
         union = set(snap.union)
         for variant in (snap.feed, snap.feed_no_exploration):
             ids = [s.item_id for s in variant.slots]
@@ -111,7 +123,7 @@ def world() -> SimulatedWorld:
 
 @pytest.fixture(scope="module")
 def system(world: SimulatedWorld) -> TrainedSystem:
-    return train_system(world, 0.7, params=FAST)
+    return train_system(world, 0.7, params=FAST, served_requests=SERVED)
 
 
 @pytest.fixture(scope="module")
@@ -225,6 +237,57 @@ def test_spr_holdout_reports_calibration_per_source(evaluated, system: TrainedSy
     assert all(m["o_over_e_ci"][1] - m["o_over_e_ci"][0] > width for m in spr["by_source"].values())
     # held out means after the split, in time
     assert (system.rows["timestamp"] >= system.split).sum() == spr["rows_test"]
+
+
+def test_the_spr_also_trains_on_the_served_log_and_reports_its_calibration(evaluated, system: TrainedSystem):
+    served, report = system.served, evaluated[0]["spr_holdout"]["served"]
+    assert served["request_id"].nunique() == SERVED
+    assert set(served["source"]) <= set(system.rankers) and set(served["logged_by"]) == {"served"}
+    before = served["timestamp"] < system.split
+    assert report["rows_train"] == before.sum() > 0 and report["rows_test"] == (~before).sum() > 0
+    assert set(report["by_source"]) <= set(system.rankers) and 0.5 < report["o_over_e_true_p"] < 2.0
+    # every request's slate: slots 0..k-1, distinct items, each with the same exact propensity 1/n of a
+    # uniformly random order of the n candidates (k = 10 unless fewer were offered)
+    for _, req in served.groupby("request_id"):
+        n = round(1 / req["propensity"].iloc[0])
+        assert (req["propensity"] == 1 / n).all() and len(req) == min(SLATE, n)
+        assert sorted(req["position"]) == list(range(len(req))) and req["item_id"].is_unique
+    # random order: the position says nothing about the FPR's score
+    assert abs(np.corrcoef(served["position"], served["fpr_score"])[0, 1]) < 0.15
+    # clicks are drawn at the truth's probability: within 4 standard errors over all slots
+    p = served["true_p"].to_numpy()
+    assert 0 < p.min() and p.max() < 1
+    assert abs(served["label"].mean() - p.mean()) < 4 * np.sqrt((p * (1 - p)).sum()) / len(p)
+
+
+def test_the_served_log_shows_what_the_fprs_answered_valued_by_the_truth(world, system, evaluated):
+    """Logged for the evaluated requests: each slot is one of the FPRs' answers at that moment, with its
+    source and score, its click probability is the examination of its slot times the truth's relevance
+    (with the member's fatigue) the evaluation computed independently, and the seed fixes the draws."""
+    _, checks = evaluated
+    requests = pd.DataFrame(checks.requests[:20], columns=["request_id", "member_id", "timestamp"])
+    log = served_log(world, system.rankers, requests, slate=SLATE, seed=3)
+    assert set(log["request_id"]) == set(requests["request_id"])
+    exam = world.truth.examination(np.arange(SLATE, dtype=np.float64))
+    for row in log.itertuples():
+        offered, relevance = checks.offered[row.request_id], checks.relevance[row.request_id]
+        assert (row.source, row.fpr_score) == offered[row.item_id]
+        assert row.propensity == 1 / len(relevance)
+        assert row.true_p == pytest.approx(exam[row.position] * relevance[row.item_id], rel=1e-9)
+    again = served_log(world, system.rankers, requests, slate=SLATE, seed=3)
+    pd.testing.assert_frame_equal(log, again)
+    other = served_log(world, system.rankers, requests, slate=SLATE, seed=4)
+    assert not other["item_id"].equals(log["item_id"])
+
+
+def test_the_served_log_rejects_bad_arguments(world, system):
+    requests = pd.DataFrame({"request_id": ["r"], "member_id": ["m"]})
+    with pytest.raises(ValueError, match="timestamp"):
+        served_log(world, system.rankers, requests)
+    with pytest.raises(ValueError, match="slate"):
+        served_log(world, system.rankers, requests.assign(timestamp=0.0), slate=0)
+    with pytest.raises(ValueError, match="served_requests"):
+        train_system(world, 0.7, params=FAST, served_requests=-1)
 
 
 T0 = 1.7e9
