@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evaluation.feed_oracle import FeatureInventory, stored_for
+from evaluation.feature_replay import FeatureInventory, stored_for
 from feedrank.contracts import EventType, MemberEvent
 from feedrank.progress import progress_bar
 from feedrank.settings import Settings, get_settings
