@@ -3,9 +3,9 @@
 The simulator's logging policy shows items from its own candidate sets (friends of friends, any
 course), far wider than the FPRs' top-k that the mixer ranks when serving. An SPR fitted on those
 rows alone learns where each FPR's score varies widely, and errs where it serves: at the top of each
-FPR's list. In the 2,000-member 14-day world (seed 11) it over-predicted the network FPR's best five
-posts by 15% and under-predicted the best course cards by 37% against the truth, and mixed the
-inventories accordingly. In production the SPR trains on the mixer's own impression log, whose
+FPR's list. In the 2,000-member 14-day world (seed 11) its O/E against the truth over each FPR's best
+five candidates was 0.85 for network posts and 1.37 for courses, and it mixed the inventories by
+those errors. In production the SPR trains on the mixer's own impression log, whose
 candidates are the FPRs' answers. This module writes that log for chosen requests of a simulated
 world.
 
