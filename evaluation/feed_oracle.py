@@ -37,6 +37,7 @@ from evaluation.feature_replay import FeatureInventory, stored_for
 from evaluation.fpr_oracle import SimulatedWorld, held_out_requests
 from evaluation.observed_expected import ratio_stats
 from evaluation.served_log import served_log
+from features.families import numeric
 from features.training_set import build_training_set
 from feedrank.contracts import CONNECTIONS, Candidate, ItemType
 from feedrank.settings import REPO_ROOT
@@ -202,14 +203,17 @@ def train_system(
     served = pd.DataFrame()
     if served_requests:
         requests = held_out_requests(sw.traffic, fpr_split, served_requests, seed)
-        task = progress.add_task("served log", total=None)
-        served = served_log(sw, rankers, requests, seed=seed)
-        progress.update(task, total=1, completed=1)
-    served_train = served[served["timestamp"] < split] if len(served) else served
-    fit_rows = pd.concat([train, served_train], ignore_index=True) if len(served_train) else train
+        served = served_log(sw, rankers, requests, seed=seed, progress=progress)
+    if len(served):
+        served_before = served["timestamp"] < split
+        served_train, served_test = served[served_before], served[~served_before]
+        fit_rows = pd.concat([train, served_train], ignore_index=True)
+    else:
+        served_train = served_test = served
+        fit_rows = train
     spr = SecondPassRanker(C=spr_C).fit(fit_rows, fit_rows["label"].to_numpy())
     report = holdout_report(spr, train, test)
-    if (served_test := served[served["timestamp"] >= split] if len(served) else served).size:
+    if len(served_test):
         report["served"] = holdout_report(spr, served_train, served_test)
     return TrainedSystem(split, rankers, spr, report, metrics, rows, served)
 
@@ -217,7 +221,7 @@ def train_system(
 def holdout_report(spr: SecondPassRanker, train: pd.DataFrame, test: pd.DataFrame) -> dict[str, Any]:
     """The SPR's calibration on ``test`` (overall and per source, with the clicks' intervals), the
     number of ``train`` rows, and the click rates of both: a world whose rates drift moves O/E by itself."""
-    p_test = spr.predict_proba(test)[:, 1] if len(test) else np.zeros(0)
+    p_test = spr.predict_proba(test)[:, 1]
     report = {"rows_train": float(len(train)), **calibration_report(test, p_test)}
     add_oe_intervals(report, test, p_test)
     report["base_rates"] = {
@@ -296,7 +300,6 @@ def evaluate_feed(
     violations = {"not_a_candidate": 0, "repeated": 0, "blocked": 0, "invisible": 0}
     dropped_by: dict[str, int] = {}
     examination = sw.truth.examination(np.arange(slate, dtype=np.float64))
-    member_offset = int(sw.world.item_offsets[3])
 
     def evaluate(inv: FeatureInventory, rid: str, member_id: str, t: float) -> None:
         answers, cands = answer_in_process(rankers, inv, member_id, t)
@@ -312,15 +315,8 @@ def evaluate_feed(
         by_spr = spr_only.mix(rid, member_id, slate, t, cands, stored, inv, served={})
         # true relevance of the union, with the member's fatigue from earlier impressions of each item
         first = {i: j for j, i in reversed(list(enumerate(cands["item_id"])))}
-        seen = (
-            pd.to_numeric(stored["member_item__imp_total"], errors="coerce").fillna(0.0).to_numpy()
-            if "member_item__imp_total" in stored
-            else np.zeros(len(cands))
-        )
-        idx = np.array([sw.index[i] for i in known])
-        member = np.full(len(idx), sw.index[member_id] - member_offset)
-        prior = np.array([seen[first[i]] for i in known])
-        rel = sw.truth.relevance(member, idx, np.full(len(idx), t), prior)
+        seen = numeric(stored, "member_item__imp_total")
+        rel = sw.relevance(member_id, known, t, np.array([seen[first[i]] for i in known]))
         at = {i: j for j, i in enumerate(known)}
         rankings = {
             SYSTEM: [s.item_id for s in feed.slots],

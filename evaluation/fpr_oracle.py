@@ -9,6 +9,7 @@ inventory is replayed up to each request, so both see exactly what the service w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from rankers.training import LoggedTraffic, NoProgress, Progress, Trainer, repla
 from simulator.config import SessionConfig, WorldConfig
 from simulator.session import Names, Simulation
 from simulator.truth import GroundTruth, ndcg_against_oracle
-from simulator.world import World, build_world
+from simulator.world import MEMBER, World, build_world
 
 
 @dataclass
@@ -30,6 +31,15 @@ class SimulatedWorld:
     truth: GroundTruth
     traffic: LoggedTraffic
     index: dict[str, int]  # item or member id -> global item index (member cards for members)
+
+    def relevance(
+        self, member_id: str, item_ids: Sequence[str], now: float, prior_impressions: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The truth's P(click | examined) of each of ``item_ids`` (all in ``index``) for the member at
+        ``now``, with the fatigue of ``prior_impressions`` of each when given."""
+        idx = np.array([self.index[i] for i in item_ids], dtype=np.int64)
+        member = np.full(len(idx), self.index[member_id] - int(self.world.item_offsets[MEMBER]))
+        return self.truth.relevance(member, idx, np.full(len(idx), float(now)), prior_impressions)
 
 
 def simulate(
@@ -103,9 +113,7 @@ def oracle_eval(
             unknown += len(ids) - len(known)
             if len(known) < 2:
                 continue
-            idx = np.array([sw.index[i] for i in known])
-            member = np.full(len(idx), sw.index[member_id] - sw.world.item_offsets[3])
-            rel = sw.truth.relevance(member, idx, np.full(len(idx), float(t)))
+            rel = sw.relevance(member_id, known, float(t))
             for name, scorer in (("model", ranker.scorer), ("baseline", baseline)):
                 s, _ = scorer.score(inv, member_id, known, float(t))
                 order = np.lexsort((np.arange(len(s)), -np.asarray(s, dtype=np.float64)))

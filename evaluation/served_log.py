@@ -26,7 +26,7 @@ import pandas as pd
 
 from evaluation.feature_replay import FeatureInventory, stored_for
 from evaluation.fpr_oracle import SimulatedWorld
-from features.families import as_columns
+from features.families import as_columns, numeric
 from rankers.fpr import FirstPassRanker
 from rankers.inventory import Inventory
 from rankers.mixer.mixer import answer_in_process, spr_inputs
@@ -55,7 +55,6 @@ def served_log(
     progress = progress or NoProgress()
     rng = np.random.default_rng(seed)
     examination = sw.truth.examination(np.arange(slate, dtype=np.float64))
-    member_offset = int(sw.world.item_offsets[3])
     frames: list[pd.DataFrame] = []
 
     def log_request(inv: FeatureInventory, request_id: str, member_id: str, now: float) -> None:
@@ -71,15 +70,8 @@ def served_log(
         items = [inv.items.get(i) for i in cands["item_id"]]
         shown = rng.permutation(n)[:slate]
         rows = pd.DataFrame(spr_inputs({**as_columns(stored), **as_columns(cands)}, items, now)).iloc[shown]
-        seen = (
-            pd.to_numeric(stored["member_item__imp_total"], errors="coerce").fillna(0.0).to_numpy()[shown]
-            if "member_item__imp_total" in stored
-            else np.zeros(len(shown))
-        )
-        idx = np.array([sw.index[i] for i in rows["item_id"]])
-        member = np.full(len(idx), sw.index[member_id] - member_offset)
-        relevance = sw.truth.relevance(member, idx, np.full(len(idx), now), seen)
-        true_p = examination[: len(shown)] * relevance
+        seen = numeric(stored, "member_item__imp_total")[shown]
+        true_p = examination[: len(shown)] * sw.relevance(member_id, rows["item_id"].tolist(), now, seen)
         rows = rows.assign(
             request_id=request_id,
             member_id=member_id,

@@ -120,9 +120,6 @@ class FeedMixer:
         self.model = model
         self.rules = list(rules)
 
-    def features(self, raw: Columns, items: Sequence[Any], now: float) -> dict[str, np.ndarray]:
-        return spr_inputs(raw, items, now)
-
     def mix(
         self,
         request_id: str,
@@ -143,7 +140,7 @@ class FeedMixer:
             return MixResult([], np.zeros(0), {}, {}, 0)
         ids = cands["item_id"].tolist()
         items = [catalog.items.get(i) for i in ids]
-        X = self.features(raw, items, now)
+        X = spr_inputs(raw, items, now)
         terms = self.model.terms(X)
         logit0 = terms.sum(axis=1) + self.model.intercept
         p0 = sigmoid(logit0).tolist()
