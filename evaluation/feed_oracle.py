@@ -45,7 +45,7 @@ from rankers.calibration import calibration_report
 from rankers.fpr import FirstPassRanker
 from rankers.inventory import Inventory
 from rankers.mixer.mixer import FeedMixer, MixResult, answer_in_process
-from rankers.mixer.spr import SecondPassRanker
+from rankers.mixer.spr import LOGGED_BY, SecondPassRanker
 from rankers.registry import PipelineConfig, load_config
 from rankers.rules.base import RerankRule
 from rankers.rules.dedupe import Dedupe
@@ -59,6 +59,7 @@ SPR_ONLY = "spr (no rules)"
 CHRONOLOGICAL = "chronological"
 POPULARITY = "popularity"
 ORACLE = "oracle"
+SIMULATOR_POLICY = "simulator"  # the ``logged_by`` of the simulator's own log: its policy, not the mixer's
 
 
 @dataclass
@@ -167,7 +168,9 @@ def train_system(
     logged as the deployed system would log them (``served_log``: the FPRs' answers in a random
     order, clicks from the truth); the SPR trains on those before the split as well, and its
     calibration on those after it is reported as ``served``. The simulator's own log alone leaves the
-    SPR to learn from candidates unlike the ones it ranks.
+    SPR to learn from candidates unlike the ones it ranks. The SPR's calibration layer is fitted per
+    log (``logged_by``): the serving policy's on the served rows, which the mixer ranks by, the
+    simulator's on its rows, which predict its held-out rows.
 
     ``params`` overrides each FPR trainer's parameters by FPR name (``{}`` each by default: the team's
     configured settings)."""
@@ -197,7 +200,7 @@ def train_system(
         since=fpr_split,
     )
     progress.update(task, total=1, completed=1)
-    rows = rows.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    rows = rows.sort_values("timestamp", kind="stable").reset_index(drop=True).assign(**{LOGGED_BY: SIMULATOR_POLICY})
     train = rows[rows["timestamp"] < split]  # the rows start at fpr_split (``since``)
     test = rows[rows["timestamp"] >= split]
     served = pd.DataFrame()

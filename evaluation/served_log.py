@@ -30,9 +30,8 @@ from features.families import as_columns, numeric
 from rankers.fpr import FirstPassRanker
 from rankers.inventory import Inventory
 from rankers.mixer.mixer import answer_in_process, spr_inputs
+from rankers.mixer.spr import LOGGED_BY, SERVING_POLICY
 from rankers.training import NoProgress, Progress, replay
-
-LOGGED_BY = "served"  # the ``logged_by`` of these rows, next to the simulator's own log in a training set
 
 
 def served_log(
@@ -80,7 +79,7 @@ def served_log(
             propensity=1.0 / n,
             true_p=true_p,
             label=(rng.random(len(shown)) < true_p).astype(int),
-            logged_by=LOGGED_BY,
+            **{LOGGED_BY: SERVING_POLICY},
         )
         frames.append(rows.reset_index(drop=True))
 

@@ -31,11 +31,15 @@ class PlattCalibrator(BaseEstimator):
         self.lr_ = LogisticRegression(C=self.C).fit(np.asarray(raw, dtype=np.float64).reshape(-1, 1), y)
         return self
 
-    def predict(self, raw: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities, computed without sklearn's per-call checks (serving is hot)."""
+    def decision_function(self, raw: np.ndarray) -> np.ndarray:
+        """The calibrated log-odds, computed without sklearn's per-call checks (serving is hot)."""
         check_is_fitted(self, "lr_")
         a, b = float(self.lr_.coef_[0, 0]), float(self.lr_.intercept_[0])
-        return 1.0 / (1.0 + np.exp(-(a * np.asarray(raw, dtype=np.float64) + b)))
+        return a * np.asarray(raw, dtype=np.float64) + b
+
+    def predict(self, raw: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities."""
+        return 1.0 / (1.0 + np.exp(-self.decision_function(raw)))
 
 
 def held_out_metrics(y: np.ndarray, p: np.ndarray, rank_score: np.ndarray | None = None) -> dict[str, float]:

@@ -100,7 +100,8 @@ class MixResult:
 
     slots: list[Slot]
     pctr: np.ndarray  # the SPR's P(engage) of each feed item at its final position
-    contributions: dict[str, np.ndarray]  # per family, each feed item's share of its logit (at its position)
+    # per family, each feed item's share of its logit at its position, the calibration layer's last
+    contributions: dict[str, np.ndarray]
     dropped: dict[str, str] = field(default_factory=dict)  # item_id -> the rule that removed it
     candidates: int = 0
 
@@ -113,8 +114,8 @@ class MixResult:
 
 
 class FeedMixer:
-    """Scores candidates with the SPR at the top position, runs the rules, and re-estimates each
-    item's pCTR at the position it ends at."""
+    """Scores candidates with the SPR at the top position (calibrated for the serving policy), runs the
+    rules, and re-estimates each item's pCTR at the position it ends at."""
 
     def __init__(self, model: SecondPassRanker, rules: Sequence[RerankRule]) -> None:
         self.model = model
@@ -142,8 +143,9 @@ class FeedMixer:
         items = [catalog.items.get(i) for i in ids]
         X = spr_inputs(raw, items, now)
         terms = self.model.terms(X)
-        logit0 = terms.sum(axis=1) + self.model.intercept
-        p0 = sigmoid(logit0).tolist()
+        raw0 = terms.sum(axis=1) + self.model.intercept
+        sources = np.asarray(cands["source"]).astype(str)
+        p0 = sigmoid(self.model.calibrate(raw0, sources)).tolist()
         imps = numeric(raw, "member_item__imp_total").tolist()
         engs = numeric(raw, "member_item__eng_total").tolist()
         hides = numeric(raw, "member_item__hide_total").tolist()
@@ -203,7 +205,9 @@ class FeedMixer:
         rows = np.array([row_of[id(s)] for s in slots], dtype=int)
         # At position p only the position terms differ from the top of the feed, by ``position_effect``.
         effect = self.model.position_effect(np.arange(len(slots)), np.array([s.item_type for s in slots]))
-        pctr = sigmoid(logit0[rows] + effect)
+        raw = raw0[rows] + effect
+        logit = self.model.calibrate(raw, sources[rows])
         contributions = self.model.family_sums(terms[rows])
         contributions["position"] = contributions["position"] + effect
-        return MixResult(slots, pctr, contributions, dropped, n)
+        contributions["calibration"] = logit - raw
+        return MixResult(slots, sigmoid(logit), contributions, dropped, n)

@@ -14,7 +14,18 @@ cannot drift apart. Input columns (a DataFrame, one row per candidate):
   the share of such items grows for as long as a model serves;
 - ``position`` (0 when absent): where the item was shown, as ``log(1 + position)`` per item type.
   Logged traffic is position-biased; fitting the bias separately lets serving rank by the
-  probability at the top of the feed and report the probability at the position each item ends at.
+  probability at the top of the feed and report the probability at the position each item ends at;
+- ``logged_by`` (optional): which policy logged the row; rows without it are the serving policy's.
+
+The logistic model is followed by a calibration layer: per logging policy and source, Platt scaling
+of the logit on that policy's training rows. A training set can mix logs of different policies (a
+simulator's, another system's, the mixer's own), and the same features click at different rates
+under each, because each policy picked its items by things the features do not show. One model
+fitted on all of them is calibrated on their mixture only: in the 2,000-member 14-day world (seed
+11) it over-predicted network posts on the mixer's own log by a fifth (O/E 0.80) and under-predicted
+courses (1.15). The serving policy's scaling is what the mixer ranks and reports by; another
+policy's is used to predict rows logged by it (``logged_by``), e.g. to measure calibration on its
+log.
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from features.families import DERIVED_BY_FAMILY, PRIOR_CTR, Columns, height, numeric
 from feedrank.contracts import ItemType
+from rankers.calibration import PlattCalibrator
 from rankers.vectors import sigmoid
 
 TYPE_FEATURES = [f"type_{t.value}" for t in ItemType]
@@ -49,6 +61,12 @@ BASE_COLUMNS: list[str] = [c for cols in BASE_FAMILIES.values() for c in cols]
 
 
 SOURCE_TERMS = ("source", "fpr_logit", "fpr_new_item")
+
+LOGGED_BY = "logged_by"  # the column naming the policy that logged a training row
+SERVING_POLICY = "served"  # the mixer's own traffic: a row without ``logged_by`` is the serving policy's
+# A policy's source is Platt-scaled only with this many clicks and as many non-clicks among its
+# rows; with fewer, the logistic model's own logit stands.
+CALIBRATION_MIN_CLASS = 30
 
 
 def source_columns(sources: list[str]) -> list[str]:
@@ -127,9 +145,38 @@ class SecondPassRanker(ClassifierMixin, BaseEstimator):
                 ("lr", LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight=self.class_weight)),
             ]
         )
-        self.pipeline_.fit(design_array(X, self.sources_), y)
+        design = design_array(X, self.sources_)
+        self.pipeline_.fit(design, y)
         self.classes_ = self.pipeline_.classes_
+        self.calibration_ = self._fit_calibration(self.pipeline_.decision_function(design), X, y)
         return self
+
+    def _fit_calibration(
+        self, logit: np.ndarray, X: pd.DataFrame, y: np.ndarray
+    ) -> dict[tuple[str, str], PlattCalibrator]:
+        """One Platt scaling per (policy, source) with enough rows of each class. Fitted on the logistic
+        model's own training rows: with about a hundred coefficients against many thousands of rows its
+        in-sample logits are not overconfident (held-out O/E on the served log moved from 0.80 to 0.97
+        for network posts in the world named above)."""
+        groups = pd.DataFrame({"policy": logged_by(X), "source": X["source"].astype(str).to_numpy(), "y": y})
+        out: dict[tuple[str, str], PlattCalibrator] = {}
+        for (policy, source), idx in groups.groupby(["policy", "source"]).indices.items():
+            clicks = int(y[idx].sum())
+            if min(clicks, len(idx) - clicks) >= CALIBRATION_MIN_CLASS:
+                out[(str(policy), str(source))] = PlattCalibrator().fit(logit[idx], y[idx])
+        return out
+
+    def calibrate(self, logit: np.ndarray, sources: np.ndarray, policy: str = SERVING_POLICY) -> np.ndarray:
+        """The logistic model's ``logit`` (of items from ``sources``) through ``policy``'s calibration
+        layer; a source it has no scaling for keeps its logit."""
+        check_is_fitted(self, "pipeline_")
+        logit = np.asarray(logit, dtype=np.float64)
+        out = logit.copy()
+        sources = np.asarray(sources).astype(str)
+        for (pol, source), platt in getattr(self, "calibration_", {}).items():  # artifacts saved before it: none
+            if pol == policy and (hit := sources == source).any():
+                out[hit] = platt.decision_function(logit[hit])
+        return out
 
     def terms(self, X: pd.DataFrame | Columns) -> np.ndarray:
         """Each column's term of the logit (standardised feature x weight), one row per candidate; with
@@ -145,16 +192,23 @@ class SecondPassRanker(ClassifierMixin, BaseEstimator):
         return float(self.pipeline_.named_steps["lr"].intercept_[0])
 
     def decision_function(self, X: pd.DataFrame | Columns) -> np.ndarray:
-        """The logit of P(engage)."""
-        return self.terms(X).sum(axis=1) + self.intercept
+        """The calibrated logit of P(engage) under each row's logging policy (``logged_by``)."""
+        raw = self.terms(X).sum(axis=1) + self.intercept
+        sources = np.asarray(X["source"]).astype(str) if "source" in X else np.full(len(raw), "")
+        policies = logged_by(X)
+        out = np.empty_like(raw)
+        for policy in np.unique(policies):
+            at = policies == policy
+            out[at] = self.calibrate(raw[at], sources[at], str(policy))
+        return out
 
     def predict_proba(self, X: pd.DataFrame | Columns) -> np.ndarray:
         p = sigmoid(self.decision_function(X))
         return np.column_stack([1.0 - p, p])
 
     def position_effect(self, positions: np.ndarray, item_types: np.ndarray) -> np.ndarray:
-        """How much the logit moves from the top of the feed (position 0) to each of ``positions``, for
-        items of ``item_types``."""
+        """How much the logistic model's logit (before :meth:`calibrate`) moves from the top of the feed
+        (position 0) to each of ``positions``, for items of ``item_types``."""
         check_is_fitted(self, "pipeline_")
         scale = self.pipeline_.named_steps["scale"].scale_
         coef = self.pipeline_.named_steps["lr"].coef_[0]
@@ -171,11 +225,24 @@ class SecondPassRanker(ClassifierMixin, BaseEstimator):
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """Each family's additive share of the logit, per row, relative to the average training row
-        (features are standardised); with ``intercept`` they sum to the logit."""
-        return pd.DataFrame(self.family_sums(self.terms(X)), index=X.index)
+        (features are standardised); with ``intercept`` and ``calibration`` (how far the calibration
+        layer moved it) they sum to :meth:`decision_function`."""
+        terms = self.terms(X)
+        sums = self.family_sums(terms)
+        sums["calibration"] = self.decision_function(X) - (terms.sum(axis=1) + self.intercept)
+        return pd.DataFrame(sums, index=X.index)
 
     def coefficients(self) -> pd.Series:
         """The weight of each column per unit of the raw feature (for docs and reviews)."""
         check_is_fitted(self, "pipeline_")
         scale = self.pipeline_.named_steps["scale"].scale_
         return pd.Series(self.pipeline_.named_steps["lr"].coef_[0] / scale, index=self.columns_)
+
+
+def logged_by(X: pd.DataFrame | Columns) -> np.ndarray:
+    """Each row's logging policy: its ``logged_by``, the serving policy where absent."""
+    n = height(X)
+    if LOGGED_BY not in X:
+        return np.full(n, SERVING_POLICY, dtype=object)
+    col = pd.Series(np.asarray(X[LOGGED_BY], dtype=object))
+    return col.where(col.notna(), SERVING_POLICY).astype(str).to_numpy(dtype=object)

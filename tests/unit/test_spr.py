@@ -117,17 +117,52 @@ def test_spr_learns_the_truth_and_is_calibrated_per_source(rows):
     assert all(coef[f"log_position__{t}"] < 0 for t in ("post", "job", "course", "member"))
     effect = model.position_effect(np.array([0, 1, 5]), np.array(["job"] * 3))
     assert effect[0] == 0 and effect[2] < effect[1] < 0
+    # The position effect moves the logistic model's logit; the calibration layer comes after it.
     moved = test.assign(position=5)
+    raw_top = model.terms(test.assign(position=0)).sum(axis=1) + model.intercept
     np.testing.assert_allclose(
         model.decision_function(moved),
-        model.decision_function(test.assign(position=0))
-        + model.position_effect(np.full(len(test), 5), test["item_type"].to_numpy()),
+        model.calibrate(
+            raw_top + model.position_effect(np.full(len(test), 5), test["item_type"].to_numpy()), test["source"]
+        ),
         rtol=1e-9,
     )
     # Family contributions add up to the logit.
     contrib = model.contributions(test)
     np.testing.assert_allclose(contrib.sum(axis=1), np.log(p / (1 - p)), rtol=1e-6)
-    assert set(BASE_FAMILIES) | {"fpr", "intercept"} == set(contrib.columns)
+    assert set(BASE_FAMILIES) | {"fpr", "intercept", "calibration"} == set(contrib.columns)
+
+
+def test_spr_calibration_layer_is_per_logging_policy_and_source(rows):
+    """Under another policy network posts click at half the rate with the same features: one model
+    over both logs is calibrated on neither, the per-policy calibration layer on each."""
+    rng = np.random.default_rng(5)
+    other = rows.assign(logged_by="other")
+    network = (other["source"] == "network").to_numpy()
+    other["label"] = np.where(network, other["label"] * (rng.random(len(other)) < 0.5), other["label"])
+    other.loc[other["source"] == "courses", "label"] = 0  # too few clicks to scale: the raw logit stands
+    both = pd.concat([rows.assign(logged_by=np.nan), other], ignore_index=True)  # NaN: the serving policy
+    model = SecondPassRanker().fit(both, both["label"])
+    assert ("served", "network") in model.calibration_ and ("other", "network") in model.calibration_
+    assert ("other", "courses") not in model.calibration_
+    raw = model.terms(both).sum(axis=1) + model.intercept
+    z = model.decision_function(both)
+    courses = (both["logged_by"] == "other").to_numpy() & (both["source"] == "courses").to_numpy()
+    np.testing.assert_allclose(z[courses], raw[courses])
+
+    def network_oe(logit: np.ndarray, policy_rows: pd.Series) -> float:
+        m = policy_rows.to_numpy() & (both["source"] == "network").to_numpy()
+        return both["label"].to_numpy()[m].sum() / (1 / (1 + np.exp(-logit[m]))).sum()
+
+    serving, other_rows = both["logged_by"].isna(), both["logged_by"] == "other"
+    assert network_oe(raw, serving) > 1.15 and network_oe(raw, other_rows) < 0.85  # the mixture's rate
+    assert network_oe(z, serving) == pytest.approx(1.0, abs=0.02)
+    assert network_oe(z, other_rows) == pytest.approx(1.0, abs=0.02)
+    # Rows without ``logged_by`` (serving) get the serving policy's scaling, and it keeps the order.
+    bare = rows.drop(columns=[c for c in ("logged_by",) if c in rows])
+    np.testing.assert_allclose(model.decision_function(bare), z[: len(rows)])
+    net = rows["source"].to_numpy() == "network"
+    assert (np.diff(model.calibrate(np.sort(raw[: len(rows)][net]), np.full(net.sum(), "network"))) >= 0).all()
 
 
 def test_spr_calibrates_items_new_to_the_fpr_separately():
@@ -215,7 +250,7 @@ def test_feed_mixer_scores_filters_and_explains(rows):
     # pCTR at the final position: the top item keeps its top-of-feed estimate, the next is discounted
     assert result.pctr[0] == pytest.approx(result.slots[0].pctr)
     assert result.pctr[1] < result.slots[1].pctr
-    assert list(result.contributions) == [*BASE_FAMILIES, "fpr", "intercept"]
+    assert list(result.contributions) == [*BASE_FAMILIES, "fpr", "intercept", "calibration"]
     logits = np.log(result.pctr / (1 - result.pctr))
     np.testing.assert_allclose(sum(result.contributions.values()), logits, rtol=1e-6)
 
