@@ -20,7 +20,7 @@ from features.families import Columns, as_columns, derive_columns, numeric
 from feedrank.contracts import PUBLIC, Candidate
 from rankers.fpr import FirstPassRanker
 from rankers.inventory import Inventory
-from rankers.mixer.spr import SecondPassRanker
+from rankers.mixer.spr import SecondPassRanker, new_to_fpr
 from rankers.rules.base import UNVERIFIED, Graph, RerankContext, RerankRule, Slot
 from rankers.vectors import sigmoid
 
@@ -145,7 +145,8 @@ class FeedMixer:
         terms = self.model.terms(X)
         raw0 = terms.sum(axis=1) + self.model.intercept
         sources = np.asarray(cands["source"]).astype(str)
-        p0 = sigmoid(self.model.calibrate(raw0, sources)).tolist()
+        new_item = new_to_fpr(X)
+        p0 = sigmoid(self.model.calibrate(raw0, sources, new_item)).tolist()
         imps = numeric(raw, "member_item__imp_total").tolist()
         engs = numeric(raw, "member_item__eng_total").tolist()
         hides = numeric(raw, "member_item__hide_total").tolist()
@@ -206,7 +207,7 @@ class FeedMixer:
         # At position p only the position terms differ from the top of the feed, by ``position_effect``.
         effect = self.model.position_effect(np.arange(len(slots)), np.array([s.item_type for s in slots]))
         raw = raw0[rows] + effect
-        logit = self.model.calibrate(raw, sources[rows])
+        logit = self.model.calibrate(raw, sources[rows], new_item[rows])
         contributions = self.model.family_sums(terms[rows])
         contributions["position"] = contributions["position"] + effect
         contributions["calibration"] = logit - raw

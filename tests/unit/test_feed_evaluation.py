@@ -248,8 +248,8 @@ def test_the_spr_also_trains_on_the_served_log_and_reports_its_calibration(evalu
     assert set(report["by_source"]) <= set(system.rankers) and 0.5 < report["o_over_e_true_p"] < 2.0
     # each log gets its own calibration layer; the simulator's rows say whose they are
     assert set(system.rows["logged_by"]) == {"simulator"}
-    assert {policy for policy, _ in system.spr.calibration_} <= {"simulator", "served"}
-    assert any(policy == "simulator" for policy, _ in system.spr.calibration_)
+    assert {policy for policy, _, _ in system.spr.calibration_} <= {"simulator", "served"}
+    assert any(policy == "simulator" for policy, _, _ in system.spr.calibration_)
     # every request's slate: slots 0..k-1, distinct items, each with the same exact propensity 1/n of a
     # uniformly random order of the n candidates (k = 10 unless fewer were offered)
     for _, req in served.groupby("request_id"):

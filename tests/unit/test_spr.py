@@ -14,7 +14,7 @@ from rankers.baselines import PopularityScorer
 from rankers.calibration import calibration_report
 from rankers.inventory import Inventory
 from rankers.mixer.mixer import CANDIDATE_COLUMNS, FeedMixer
-from rankers.mixer.spr import BASE_COLUMNS, BASE_FAMILIES, SecondPassRanker, design_matrix
+from rankers.mixer.spr import BASE_COLUMNS, BASE_FAMILIES, SecondPassRanker, design_matrix, new_to_fpr
 from rankers.registry import load_config
 from rankers.rules.dedupe import Dedupe
 from rankers.rules.visibility import Visibility
@@ -123,7 +123,9 @@ def test_spr_learns_the_truth_and_is_calibrated_per_source(rows):
     np.testing.assert_allclose(
         model.decision_function(moved),
         model.calibrate(
-            raw_top + model.position_effect(np.full(len(test), 5), test["item_type"].to_numpy()), test["source"]
+            raw_top + model.position_effect(np.full(len(test), 5), test["item_type"].to_numpy()),
+            test["source"],
+            new_to_fpr(test),
         ),
         rtol=1e-9,
     )
@@ -143,8 +145,8 @@ def test_spr_calibration_layer_is_per_logging_policy_and_source(rows):
     other.loc[other["source"] == "courses", "label"] = 0  # too few clicks to scale: the raw logit stands
     both = pd.concat([rows.assign(logged_by=np.nan), other], ignore_index=True)  # NaN: the serving policy
     model = SecondPassRanker().fit(both, both["label"])
-    assert ("served", "network") in model.calibration_ and ("other", "network") in model.calibration_
-    assert ("other", "courses") not in model.calibration_
+    assert ("served", "network", None) in model.calibration_ and ("other", "network", None) in model.calibration_
+    assert not any(key[:2] == ("other", "courses") for key in model.calibration_)
     raw = model.terms(both).sum(axis=1) + model.intercept
     z = model.decision_function(both)
     courses = (both["logged_by"] == "other").to_numpy() & (both["source"] == "courses").to_numpy()
@@ -163,6 +165,33 @@ def test_spr_calibration_layer_is_per_logging_policy_and_source(rows):
     np.testing.assert_allclose(model.decision_function(bare), z[: len(rows)])
     net = rows["source"].to_numpy() == "network"
     assert (np.diff(model.calibrate(np.sort(raw[: len(rows)][net]), np.full(net.sum(), "network"))) >= 0).all()
+    # Without the new-item flags, each source's own scaling; with them, its new and older items' own.
+    sources = both["source"].to_numpy()
+    whole = model.calibration_[("served", "network", None)].decision_function(raw)
+    at = serving.to_numpy() & (sources == "network")
+    np.testing.assert_allclose(model.calibrate(raw, sources)[at], whole[at])
+
+
+def test_spr_calibration_layer_scales_items_new_to_the_fpr_on_their_own(rows):
+    rng = np.random.default_rng(7)
+    posts = (rows["source"] == "network").to_numpy()
+    new = posts & (rng.random(len(rows)) < 0.5)
+    # the network FPR's model stopped seeing traffic after half of its posts were created
+    data = rows.assign(fpr_model_age_s=np.where(new, rows["item_age_s"] + 1.0, rows["item_age_s"] - 1.0))
+    assert (new_to_fpr(data) == new).all()
+    model = SecondPassRanker().fit(data, data["label"])
+    assert {("served", "network", True), ("served", "network", False), ("served", "network", None)} <= set(
+        model.calibration_
+    )
+    raw = model.terms(data).sum(axis=1) + model.intercept
+    z = model.decision_function(data)
+    for flag, where in ((True, new), (False, posts & ~new)):
+        np.testing.assert_allclose(
+            z[where], model.calibration_[("served", "network", flag)].decision_function(raw[where])
+        )
+        # in-sample, each group's scaling predicts its clicks
+        p = 1 / (1 + np.exp(-z[where]))
+        assert data["label"].to_numpy()[where].sum() == pytest.approx(p.sum(), rel=0.02)
 
 
 def test_spr_calibrates_items_new_to_the_fpr_separately():
