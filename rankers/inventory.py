@@ -30,6 +30,10 @@ class Item:
     impressions: int = 0
     engagements: int = 0
     last_engaged_at: float = 0.0
+    # First impressions only (one per member) and the engagements that followed them: the rate of an
+    # item shown to someone new, which repeated impressions (and their fatigue) do not drag down.
+    viewers: int = 0
+    first_engagements: int = 0
 
     @property
     def text(self) -> str:
@@ -74,6 +78,7 @@ class Inventory:
     by_actor: defaultdict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     by_type: defaultdict[ItemType, list[str]] = field(default_factory=lambda: defaultdict(list))
     seen: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    seen_again: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # shown 2+ times
     # Engagement histories and counters, for tie strength, affinities and sessions.
     history: defaultdict[str, list[Interaction]] = field(default_factory=lambda: defaultdict(list))
     actor_engagements: Counter[str] = field(default_factory=Counter)
@@ -141,7 +146,13 @@ class Inventory:
         actor = e.item_actor_id or (item.actor_id if item else None)
         itype = e.item_type or (item.item_type if item else None)
         if e.event_type == EventType.IMPRESSION:
-            self.seen[e.member_id].add(e.item_id)
+            seen = self.seen[e.member_id]
+            if e.item_id in seen:
+                self.seen_again[e.member_id].add(e.item_id)
+            else:
+                seen.add(e.item_id)
+                if item:
+                    item.viewers += 1
             if item:
                 item.impressions += 1
             if actor:
@@ -152,12 +163,18 @@ class Inventory:
             if item:
                 item.engagements += 1
                 item.last_engaged_at = max(item.last_engaged_at, e.timestamp)
+                if self.after_first_impression(e.member_id, e.item_id):
+                    item.first_engagements += 1
             if actor:
                 self.actor_engagements[actor] += 1
                 self.pair_engagements[(e.member_id, actor)] += 1
             if itype:
                 self.type_engagements[e.member_id][itype] += 1
                 self.history[e.member_id].append(Interaction(e.timestamp, e.event_type, e.item_id, itype))
+
+    def after_first_impression(self, member_id: str, item_id: str) -> bool:
+        """The member has been shown the item exactly once."""
+        return item_id in self.seen.get(member_id, ()) and item_id not in self.seen_again.get(member_id, ())
 
     def is_blocked(self, member_id: str, actor_id: str) -> bool:
         """Either side's block hides the other's content."""

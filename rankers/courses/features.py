@@ -5,6 +5,14 @@
 ``CourseFeaturizer`` turns those into the GLMix design matrix: the dense features plus one-hot member
 industry and industry x category crosses, over the vocabulary it was fitted on (unknown values are
 all-zero rows, never errors).
+
+The FPR offers only courses the member has not been shown, but its log is mostly repeats: in the
+14-day simulated world a course impression was a repeat 17% of the time on the first day and 87% on the
+last, and a repeat is clicked less (fatigue). Trained on that log with nothing telling the two apart, the
+model's features drifted with the repeats' share (the course's all-time engagement rate fell as they
+piled up) and its scores of unseen courses fell 16% in a week while the truth fell 6%. So the course's
+rate counts first impressions only, and training marks each row's earlier impressions
+(``shown_before``, 0 when serving), which kept the truth-to-score ratio within 2% over the same week.
 """
 
 from __future__ import annotations
@@ -27,11 +35,12 @@ DENSE = (
     "same_category",  # course category == member industry
     "level_gap",  # |difficulty - seniority| on a 0..2 scale
     "popularity",  # log1p(engagements)
-    "ctr",  # logit of the course's smoothed engagement rate
+    "ctr",  # logit of the course's smoothed engagement rate on first impressions (members new to it)
     "member_rate",  # logit of the member's smoothed course engagement rate
     "hist_category",  # share of the member's engaged courses in this category
     "hist_skills",  # share of the course's skills among the member's engaged courses' skills
     "skill_category",  # share of the member's skills that the catalog teaches in this course's category
+    "shown_before",  # log1p(the member's earlier impressions of the course): 0 when serving (unseen only)
 )
 SENIORITY_LEVEL = {"intern": 0.0, "junior": 0.5, "mid": 1.0, "senior": 1.5, "lead": 2.0}
 DIFFICULTY_LEVEL = {"beginner": 0.0, "intermediate": 1.0, "advanced": 2.0}
@@ -71,7 +80,9 @@ def skill_categories(inv: Inventory) -> dict[str, str]:
 
 
 def raw_features(inv: Inventory, member_id: str, item_ids: Sequence[str]) -> tuple[np.ndarray, str, list[str]]:
-    """(n, len(DENSE)) dense features, the member's industry and each course's category."""
+    """(n, len(DENSE)) dense features, the member's industry and each course's category.
+
+    ``shown_before`` is 0: the candidates are unseen (training fills it in from the log)."""
     prof = inv.members.get(member_id)
     have = prof.skills if prof else frozenset()
     industry = prof.industry if prof else ""
@@ -107,14 +118,14 @@ def raw_features(inv: Inventory, member_id: str, item_ids: Sequence[str]) -> tup
         out[j, 2] = 1.0 if industry and it.category == industry else 0.0
         out[j, 3] = abs(DIFFICULTY_LEVEL.get(it.difficulty, 1.0) - level)
         out[j, 4] = it.engagements
-        out[j, 5] = it.impressions
+        out[j, 5] = it.first_engagements
+        out[j, 6] = it.viewers
         out[j, 9] = member_cats.get(it.category, 0) / n_have
         if n_hist:
             out[j, 7] = hist_cats.get(it.category, 0) / (n_hist + 1)
             out[j, 8] = len(sk & hist_sk) / ns
-    eng, imp = out[:, 4].copy(), out[:, 5].copy()
-    out[:, 4] = np.log1p(eng)
-    out[:, 5] = _logit_rate(eng, imp)
+    out[:, 4] = np.log1p(out[:, 4])
+    out[:, 5] = _logit_rate(out[:, 5], out[:, 6])
     out[:, 6] = member_rate
     return out, industry, cats
 

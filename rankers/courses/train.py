@@ -53,6 +53,7 @@ def point_in_time_rows(traffic: LoggedTraffic, progress: Progress | None = None)
     frame["course"] = rows["item_id"].astype(str).to_numpy()
     frame["label"] = rows["clicked"].astype(int).to_numpy()
     frame["timestamp"] = rows["timestamp"].to_numpy(dtype=np.float64)
+    frame["shown_before"] = np.log1p(frame.groupby(["member", "course"]).cumcount().to_numpy(dtype=np.float64))
     return frame, final
 
 

@@ -100,6 +100,21 @@ def test_inventory_keeps_histories_and_tie_strength():
     assert inv.type_engagements["m"][ItemType.POST] == 1 and inv.type_impressions["m"][ItemType.POST] == 1
 
 
+def test_inventory_counts_first_impressions_and_the_engagements_after_them():
+    inv = Inventory()
+    inv.apply(post("p1", "a", T0))
+    shown = [("m", T0 + 1), ("m", T0 + 2), ("n", T0 + 3)]
+    for member, ts in shown:
+        inv.apply(ev(EventType.IMPRESSION, member, ts, item_id="p1", item_type=ItemType.POST, item_actor_id="a"))
+    inv.apply(click("m", "p1", "a", T0 + 4))  # after m's second impression: not a first-impression click
+    inv.apply(click("n", "p1", "a", T0 + 5))
+    inv.apply(click("o", "p1", "a", T0 + 6))  # never shown: no first impression to follow
+    item = inv.items["p1"]
+    assert (item.impressions, item.viewers) == (3, 2)
+    assert (item.engagements, item.first_engagements) == (3, 1)
+    assert inv.after_first_impression("n", "p1") and not inv.after_first_impression("m", "p1")
+
+
 def test_platt_calibration_is_monotone_and_matches_the_base_rate():
     rng = np.random.default_rng(0)
     raw = rng.normal(size=20_000)

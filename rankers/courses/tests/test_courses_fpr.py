@@ -16,13 +16,14 @@ from evaluation.interactions import evaluate_interactions
 from feedrank.contracts import EventType, ItemType, MemberEvent
 from rankers.baselines import PopularityScorer
 from rankers.cold_start import PopularItems
+from rankers.courses.features import DENSE, PRIOR_RATE, PRIOR_WEIGHT, raw_features
 from rankers.courses.glmix import GLMix
 from rankers.courses.offline import CoursesInteractionModel
 from rankers.courses.ranker import CatalogSource, CoursesScorer, build
 from rankers.courses.settings import load_settings
-from rankers.courses.train import train
+from rankers.courses.train import point_in_time_rows, train
 from rankers.inventory import Inventory
-from rankers.training import TrainedFpr
+from rankers.training import LoggedTraffic, TrainedFpr
 
 NOW = time.time()
 _n = iter(range(10**6))
@@ -55,6 +56,41 @@ def test_source_never_returns_seen_or_invisible_courses() -> None:
     assert list(CatalogSource().candidates(inv, "m1", NOW)) == ["c_open"]
     ids = [c.item_id for c in build().top_k(inv, "m1", NOW)]
     assert ids == ["c_open"]
+
+
+def test_course_rate_counts_first_impressions_and_training_marks_repeats() -> None:
+    inv = small_catalog()
+    for member in ("m1", "m1", "m1", "m2"):
+        inv.apply(
+            ev(EventType.IMPRESSION, member, item_id="c_open", item_type=ItemType.COURSE, item_actor_id="learning")
+        )
+    inv.apply(ev(EventType.CLICK, "m2", item_id="c_open", item_type=ItemType.COURSE, item_actor_id="learning"))
+    dense, _, _ = raw_features(inv, "m1", ["c_open"])
+    rate = dense[0, DENSE.index("ctr")]
+    # one click on two first impressions, whatever the repeats: the rate of (1 + prior) / (2 + weight)
+    p = (1 + PRIOR_RATE * PRIOR_WEIGHT) / (2 + PRIOR_WEIGHT)
+    assert rate == pytest.approx(np.log(p / (1 - p)))
+    assert dense[0, DENSE.index("shown_before")] == 0.0  # serving offers unseen courses only
+
+    events = [
+        ev(EventType.MEMBER_JOINED, "m1", attributes={"skills": ["python"], "industry": "tech"}),
+        ev(EventType.COURSE_PUBLISHED, "learning", item_id="c1", item_type=ItemType.COURSE, attributes={}),
+    ]
+    log = pd.DataFrame(
+        {
+            "request_id": ["r1", "r2", "r3", "r3"],
+            "member_id": ["m1", "m1", "m1", "m2"],
+            "timestamp": [NOW, NOW + 1, NOW + 2, NOW + 2],
+            "position": [0, 0, 0, 0],
+            "item_id": ["c1"] * 4,
+            "item_type": [ItemType.COURSE.value] * 4,
+            "source": ["courses"] * 4,
+            "clicked": [0, 0, 1, 1],
+        }
+    )
+    frame, _ = point_in_time_rows(LoggedTraffic(events, log))
+    assert frame.loc[frame["member"] == "m1", "shown_before"].tolist() == pytest.approx(np.log1p([0, 1, 2]).tolist())
+    assert frame.loc[frame["member"] == "m2", "shown_before"].tolist() == [0.0]
 
 
 def test_untrained_build_serves_popularity_with_cold_start() -> None:
