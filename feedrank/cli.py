@@ -151,6 +151,17 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _share(text: str) -> float:
+    """A share of the traffic's time, checked before any traffic is loaded or simulated."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"a share of the traffic's time must be in (0, 1], got {value}")
+    return value
+
+
 def _params(pairs: list[str]) -> dict[str, object]:
     """``KEY=VALUE`` overrides, VALUE read as TOML (``epochs=3``, ``use_minilm=false``, ``name="x"``)."""
     import tomllib
@@ -379,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--param", action="append", default=[], help="fpr: KEY=VALUE override of its config.toml")
     train.add_argument(
         "--until",
-        type=float,
+        type=_share,
         help=f"fpr: train on this first share of the traffic's time (default {FPR_SHARE}); `train spr` learns"
         " from what comes after, so the second pass sees scores of traffic the FPRs did not train on",
     )

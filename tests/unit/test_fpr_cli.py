@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from feedrank.cli import main
 
@@ -51,3 +52,14 @@ def test_bad_files_and_names_fail_with_a_message(tmp_path, capsys):
     assert "unknown FPR 'nope'" in capsys.readouterr().err
     assert main(["fpr", "evaluate", "courses"]) == 2
     assert "exactly one of" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("until", ["0", "1.5", "-0.2", "half"])
+def test_train_fpr_rejects_a_bad_until_before_loading_any_traffic(tmp_path, capsys, until):
+    missing = tmp_path / "no-such-folder"  # loading it would fail with another message
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "fpr", "courses", "--data", str(missing), "--until", until])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--until" in err and ("(0, 1]" in err or "not a number" in err)
+    assert "no-such-folder" not in err
