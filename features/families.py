@@ -5,9 +5,19 @@ declares the views), training (which replays rows point-in-time) and serving (wh
 
 Counts are exponentially decayed sums with half-lives of 1 hour, 1 day and 7 days, kept at a
 reference time ``as_of`` (the newest event time folded into the row). An increment at time t adds
-``2^-((as_of - t) / h)``, so the sums do not depend on the order events arrive in, and a reader
-decays them to its own time with one factor. Rates and velocities are derived at read time by
-:func:`derive`, the same function for training and serving.
+``2^-((as_of - t) / h)``, so the sums do not depend on the order events arrive in (but for which of
+a member's impressions of an item is the first, below), and a reader decays them to its own time
+with one factor. Rates and velocities are derived at read time by :func:`derive`, the same function
+for training and serving.
+
+The item's windowed counts count first impressions only (``View.first_impressions``): a member's
+first impression of the item, and the engagements that follow it before a second one, so its rate is
+the engagement rate of a first impression. Counting every impression would let an item's rate fall
+as it ages in the feed: the same members see it again and again, fatigued, and rarely engage, while
+a new viewer engages as often as ever. (Counting each member's first engagement against their first
+impression errs the other way: a viewer's later impressions are more chances to engage, so the rate
+rises as the item's audience saturates.) Which impression an event follows is read from the
+member_item row before the event folds.
 """
 
 from __future__ import annotations
@@ -34,6 +44,9 @@ class View:
     windows: tuple[str, ...]
     doc: str
     serve_totals: bool = False  # whether serving reads the lifetime totals (see ``served``)
+    # Whether the windowed counts count only members' first impressions of the item and the engagements
+    # right after them (see the module docstring); the lifetime totals count every event either way.
+    first_impressions: bool = False
 
     @property
     def stored(self) -> list[str]:
@@ -57,7 +70,14 @@ class View:
 
 VIEWS: tuple[View, ...] = (
     View("member_stats", ("member_id",), "X_i", ("1h", "1d", "7d"), "how much the member engages with the feed"),
-    View("item_stats", ("item_id",), "X_t", ("1h", "1d", "7d"), "the item's popularity and velocity"),
+    View(
+        "item_stats",
+        ("item_id",),
+        "X_t",
+        ("1h", "1d", "7d"),
+        "the item's reach and velocity: members who saw it, and how often a first impression was engaged",
+        first_impressions=True,
+    ),
     View("actor_stats", ("actor_id",), "X_t", ("7d",), "the popularity of the item's creator"),
     View("member_actor", ("member_id", "actor_id"), "X_ij", ("7d",), "the member's affinity for the actor"),
     View("member_type", ("member_id", "item_type"), "X_ik", ("1d", "7d"), "the member's appetite for the type"),
@@ -122,11 +142,15 @@ def _new_row(view: View) -> dict:
     return {"as_of": 0.0, "imp": [0.0] * len(view.windows), "eng": [0.0] * len(view.windows), "n": [0, 0, 0], "off": {}}
 
 
-def fold(row: dict | None, view: View, e: MemberEvent, source: tuple[int, int] | None = None) -> dict | None:
+def fold(
+    row: dict | None, view: View, e: MemberEvent, source: tuple[int, int] | None = None, first: bool = True
+) -> dict | None:
     """The row after event ``e``; None if ``e`` was already folded into it (an idempotent replay).
 
     ``source`` is the event's (partition, offset): a row remembers the last offset it applied per
-    partition, so re-reading events after a restart never counts them twice.
+    partition, so re-reading events after a restart never counts them twice. ``first`` says whether
+    ``e`` is the member's first impression of the item or an engagement right after it; a
+    ``first_impressions`` view's windows count only those.
     """
     row = (
         _new_row(view)
@@ -147,7 +171,7 @@ def fold(row: dict | None, view: View, e: MemberEvent, source: tuple[int, int] |
         row["as_of"] = t
     et = e.event_type
     target, total = ("imp", 0) if et == EventType.IMPRESSION else ("eng", 1) if et in ENGAGEMENT_TYPES else (None, 2)
-    if target is not None:
+    if target is not None and (first or not view.first_impressions):
         for k, w in enumerate(view.windows):
             row[target][k] += 0.5 ** ((row["as_of"] - t) / HALF_LIFE_S[w])
     row["n"][total] += 1
@@ -156,10 +180,16 @@ def fold(row: dict | None, view: View, e: MemberEvent, source: tuple[int, int] |
 
 def apply_event(e: MemberEvent, table: MutableMapping[str, dict], source: tuple[int, int] | None = None) -> list[str]:
     """Fold ``e`` into every row it updates; returns the keys that changed."""
+    rows = rows_for(e)
+    if not rows:
+        return []
+    history = table.get(RowKey("member_item", (e.member_id, e.item_id)).encode())  # before the event
+    shown = history["n"][0] if history is not None else 0
+    first = shown == (0 if e.event_type == EventType.IMPRESSION else 1)
     changed = []
-    for rk in rows_for(e):
+    for rk in rows:
         key = rk.encode()
-        new = fold(table.get(key), VIEW_BY_NAME[rk.view], e, source)
+        new = fold(table.get(key), VIEW_BY_NAME[rk.view], e, source, first)
         if new is not None:
             table[key] = new
             changed.append(key)

@@ -26,6 +26,8 @@ from feedrank.contracts import ENGAGEMENT_TYPES, EventType, MemberEvent
 W = 3  # window columns per row (views with fewer windows leave the rest unused)
 IMPRESSION, ENGAGEMENT, HIDE = 0, 1, 2
 VIEW_INDEX = {v.name: i for i, v in enumerate(VIEWS)}
+_MEMBER_ITEM = VIEW_INDEX["member_item"]
+_FIRST_IMPRESSIONS = np.array([v.first_impressions for v in VIEWS])
 # Half-lives per view and window column; unused columns get inf (factor 1, never read).
 _HALF_LIVES = np.array([[HALF_LIFE_S[w] for w in v.windows] + [np.inf] * (W - len(v.windows)) for v in VIEWS])
 
@@ -201,8 +203,9 @@ class RowState:
         t = np.repeat(np.asarray(times), n_views)
         kind_a = np.repeat(np.asarray(kinds, dtype=np.int64), n_views)
         fresh = off_a > self.offsets[r, part_a]  # not applied before (a replay after a crash is)
+        counted = self._counted(r, kind_a, fresh)
         if not fresh.all():
-            r, part_a, off_a, t, kind_a = (x[fresh] for x in (r, part_a, off_a, t, kind_a))
+            r, part_a, off_a, t, kind_a, counted = (x[fresh] for x in (r, part_a, off_a, t, kind_a, counted))
             if not len(r):
                 return None
         np.maximum.at(self.offsets, (r, part_a), off_a)
@@ -217,7 +220,7 @@ class RowState:
         self.imp[u] *= decay
         self.eng[u] *= decay
         self.as_of[u] = new
-        add = 0.5 ** ((new[inv] - t)[:, None] / h[inv])  # (pairs, W)
+        add = 0.5 ** ((new[inv] - t)[:, None] / h[inv]) * counted[:, None]  # (pairs, W); 0 where not counted
         for kind, target in ((IMPRESSION, self.imp), (ENGAGEMENT, self.eng)):
             sel = kind_a == kind
             if sel.any():
@@ -226,6 +229,28 @@ class RowState:
         for kind in (IMPRESSION, ENGAGEMENT, HIDE):
             self.counts[u, kind] += np.bincount(inv[kind_a == kind], minlength=len(u))
         return self._changed(u)
+
+    def _counted(self, r: np.ndarray, kind_a: np.ndarray, fresh: np.ndarray) -> np.ndarray:
+        """Per (row, event) pair, whether it adds to the row's windows: always, except in a
+        ``first_impressions`` view, where only a member's first impression of the item counts, and
+        engagements while they have seen it exactly once (``families.apply_event``, batched).
+
+        The impressions before an event are its member_item row's count before the batch plus the
+        batch's earlier fresh impressions of that row.
+        """
+        n_views = len(VIEWS)
+        mi_slot, kind = r[_MEMBER_ITEM::n_views], kind_a[::n_views]
+        imp = (fresh[_MEMBER_ITEM::n_views] & (kind == IMPRESSION)).astype(np.int64)
+        order = np.argsort(mi_slot, kind="stable")
+        g, f = mi_slot[order], imp[order]
+        before = np.cumsum(f) - f  # fresh impressions before each event, over the whole sorted batch
+        starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+        before -= np.repeat(before[starts], np.diff(np.r_[starts, len(g)]))  # ... within its row
+        shown = np.empty_like(before)
+        shown[order] = before
+        shown += self.counts[mi_slot, IMPRESSION].astype(np.int64)
+        first = np.where(kind == IMPRESSION, shown == 0, shown == 1)
+        return np.where(np.tile(_FIRST_IMPRESSIONS, len(kind)), np.repeat(first, n_views), True).astype(np.float64)
 
     def restore(self, records: dict[str, bytes]) -> Changed | None:
         """Rows as the changelog last recorded them (key -> packed record): what rebuilding the online

@@ -27,6 +27,27 @@ def test_every_family_is_updated():
     assert row["n"] == [2, 1, 0]
 
 
+def test_the_item_counts_first_impressions_and_the_engagements_right_after_them():
+    """A fatigued member seeing an item again does not lower its rate; a new viewer counts in full."""
+    events = [
+        resp(EventType.IMPRESSION, ts=NOW - 30),
+        resp(EventType.CLICK, ts=NOW - 29),
+        resp(EventType.LIKE, ts=NOW - 28),
+        resp(EventType.IMPRESSION, ts=NOW - 20),
+        resp(EventType.CLICK, ts=NOW - 19),  # after a second impression: not the first's engagement
+        resp(EventType.IMPRESSION, ts=NOW - 10),
+        resp(EventType.IMPRESSION, member="m3", ts=NOW),
+    ]
+    table = recompute(events)
+    item = table[RowKey("item_stats", ("p1",)).encode()]
+    assert item["n"] == [4, 3, 0]  # the lifetime totals count every event
+    assert item["imp"][0] == pytest.approx(0.5 ** (30 / 3600) + 1)  # m1's first impression and m3's
+    assert item["eng"][0] == pytest.approx(0.5 ** (29 / 3600) + 0.5 ** (28 / 3600))
+    member = table[RowKey("member_stats", ("m1",)).encode()]  # other views count every event
+    assert member["imp"][0] == pytest.approx(0.5 ** (20 / 3600) + 0.5 ** (10 / 3600) + 1)
+    assert member["eng"][0] == pytest.approx(0.5 ** (19 / 3600) + 0.5 ** (18 / 3600) + 0.5 ** (9 / 3600))
+
+
 def test_decayed_sums_halve_per_half_life_and_ignore_order():
     events = [
         resp(EventType.IMPRESSION, ts=NOW - 3600),
