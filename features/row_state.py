@@ -249,8 +249,9 @@ class RowState:
         shown = np.empty_like(before)
         shown[order] = before
         shown += self.counts[mi_slot, IMPRESSION].astype(np.int64)
-        first = np.where(kind == IMPRESSION, shown == 0, shown == 1)
-        return np.where(np.tile(_FIRST_IMPRESSIONS, len(kind)), np.repeat(first, n_views), True).astype(np.float64)
+        counted = np.ones((len(kind), n_views))  # pairs are event-major: one row per event, a column per view
+        counted[:, _FIRST_IMPRESSIONS] = np.where(kind == IMPRESSION, shown == 0, shown == 1)[:, None]
+        return counted.ravel()
 
     def restore(self, records: dict[str, bytes]) -> Changed | None:
         """Rows as the changelog last recorded them (key -> packed record): what rebuilding the online
