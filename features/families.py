@@ -183,7 +183,8 @@ def apply_event(e: MemberEvent, table: MutableMapping[str, dict], source: tuple[
     rows = rows_for(e)
     if not rows:
         return []
-    history = table.get(RowKey("member_item", (e.member_id, e.item_id)).encode())  # before the event
+    pair = next(rk for rk in rows if rk.view == "member_item")
+    history = table.get(pair.encode())  # before the event
     shown = history["n"][0] if history is not None else 0
     first = shown == (0 if e.event_type == EventType.IMPRESSION else 1)
     changed = []
