@@ -1,9 +1,13 @@
 """Point-in-time training rows for the second pass, by replay of the member events.
 
-Events are folded in time order. Each impression's row holds the feature rows as they stood just
-before it (nothing that happened later can leak in), derived at the impression's time exactly as
-serving derives them; the score the impression's FPR gives the item with the inventory as it stood
-when the feed was requested; where it was shown; and whether the member engaged with it.
+Events are folded in time order. Each impression's row holds the feature rows as they stood when its
+feed was requested, i.e. just before the request's first impression (nothing that happened later can
+leak in), derived at the impression's time exactly as serving derives them; the score the impression's
+FPR gives the item with the inventory as it stood then; where it was shown; and whether the member
+engaged with it. The mixer scores a feed's slots together, before any is shown: rows read just before
+each impression counted the request's earlier slots in the member's own rows, and the member's
+impressions in the last hour tracked the slot's position (correlation 0.89 in a simulated log), a
+second position term that serving never sees.
 
 An impression is attributed by its ``request_id`` attribute, as a front end logs it: its label is an
 engagement with the same item under the same request. Events without one (another system's log)
@@ -74,7 +78,8 @@ def build_training_set(
 
     ``scorers`` maps an FPR (source) name to its scorer; an impression logged without a ``source``
     attribute is credited to the FPR serving its item type (``source_of_type``). The impressions of
-    one request are scored together, per source, when its first impression is replayed.
+    one request are scored together, per source, and their feature rows read, when its first
+    impression is replayed; an impression without a ``request_id`` is read on its own.
 
     Impressions before ``since`` build up the feature rows but get no row of their own and are not
     scored: a trainer that uses only later rows (e.g. those the FPRs did not train on) skips most of
@@ -89,6 +94,8 @@ def build_training_set(
     inv = Inventory()
     rows: dict[str, dict] = {}
     fpr_scores: dict[tuple[str, str], float] = {}
+    at_request: dict[str, dict[str, dict[str, object]]] = {}  # request -> item -> stored columns
+    left: dict[str, int] = {}  # request -> impressions not yet replayed
     records: list[dict[str, object]] = []
     stored: list[dict[str, object]] = []
 
@@ -96,7 +103,8 @@ def build_training_set(
         src = e.attributes.get("source")
         return str(src) if src is not None else source_of_type.get(e.item_type)  # type: ignore[arg-type]
 
-    def score_request(rid: str, t: float) -> None:
+    def open_request(rid: str, t: float) -> None:
+        """Score and read the request's impressions as they stand before its first is shown."""
         groups: dict[str, list[str]] = defaultdict(list)
         member = by_request[rid][0].member_id
         for imp in by_request[rid]:
@@ -106,23 +114,32 @@ def build_training_set(
         for src, ids in groups.items():
             probs, _ = scorers[src].score(inv, member, ids, t)
             fpr_scores.update({(rid, i): float(p) for i, p in zip(ids, np.asarray(probs), strict=True)})
+        at_request[rid] = {str(imp.item_id): stored_features(rows, imp) for imp in by_request[rid]}
+        left[rid] = len(by_request[rid])
+
+    def close_impression(rid: str) -> None:
+        left[rid] -= 1
+        if not left[rid]:  # the request is done: free its reads
+            del left[rid], at_request[rid]
 
     for e in ordered:
         if e.event_type == EventType.IMPRESSION:
             assert e.item_type is not None and e.item_id is not None
+            rid = _request(e)
+            if rid is not None and rid not in left and (since is None or by_request[rid][-1].timestamp >= since):
+                open_request(rid, e.timestamp)
             src = source_of(e)
             known = e.item_id in inv.items or e.item_type == ItemType.MEMBER
             if src in scorers and known and (since is None or e.timestamp >= since):
-                rid = _request(e)
                 if rid is None:
                     score = float(np.asarray(scorers[src].score(inv, e.member_id, [e.item_id], e.timestamp)[0])[0])
                     times = engaged_at.get((e.member_id, e.item_id), ())
                     label = any(e.timestamp <= t <= e.timestamp + attribution_s for t in times)
+                    features = stored_features(rows, e)
                 else:
-                    if (rid, e.item_id) not in fpr_scores:
-                        score_request(rid, e.timestamp)
                     score = fpr_scores.get((rid, e.item_id), 0.0)
                     label = (rid, e.item_id) in engaged_in_request
+                    features = at_request[rid][e.item_id]
                 item = inv.items.get(e.item_id)
                 record: dict[str, object] = {
                     "request_id": rid or "",
@@ -141,7 +158,9 @@ def build_training_set(
                 if "true_p" in e.attributes:
                     record["true_p"] = float(e.attributes["true_p"])  # type: ignore[arg-type]
                 records.append(record)
-                stored.append(stored_features(rows, e))
+                stored.append(features)
+            if rid is not None and rid in left:
+                close_impression(rid)
         inv.apply(e)
         apply_event(e, rows)
     base = pd.DataFrame(records)

@@ -16,6 +16,12 @@ cannot drift apart. Input columns (a DataFrame, one row per candidate):
   Logged traffic is position-biased; fitting the bias separately lets serving rank by the
   probability at the top of the feed and report the probability at the position each item ends at;
 - ``logged_by`` (optional): which policy logged the row; rows without it are the serving policy's.
+  Each other policy gets its own intercept and position term per item type (``policy_columns``): a
+  policy that ranks by what the features do not show puts the items that click anyway at the top,
+  and its examination curve looks steeper than the serving policy's. Shared, in the 2,000-member
+  14-day worlds the served log's network posts were over-predicted by 5-7% in the top fifth of slots
+  and under-predicted as much in the bottom fifth. The intercepts keep the policies' click rates out
+  of the position terms (position 0 is the same row in each).
 
 The logistic model is followed by a calibration layer: per logging policy and source (and within it,
 for the items new to the FPR and the others), Platt scaling of the logit on that policy's training
@@ -74,19 +80,30 @@ def source_columns(sources: list[str]) -> list[str]:
     return [f"{term}__{s}" for s in sources for term in SOURCE_TERMS]
 
 
+def policy_columns(policies: list[str]) -> list[str]:
+    """The intercept and position term per item type of rows logged by each of ``policies`` (other than
+    the serving policy)."""
+    return [f"{c}__{p}" for p in policies for t in ItemType for c in (f"type_{t.value}", POSITION_FEATURES[t.value])]
+
+
 # What a saved model's inputs must match to be served: the fixed columns, then each source's terms.
 SCHEMA: list[str] = [*BASE_COLUMNS, *source_columns(["SOURCE"])]
 
 
-def design_array(X: pd.DataFrame | Columns, sources: list[str]) -> np.ndarray:
-    """Raw candidate rows to the model's columns (``BASE_COLUMNS``, then ``source_columns(sources)``).
+def design_array(X: pd.DataFrame | Columns, sources: list[str], policies: list[str] | None = None) -> np.ndarray:
+    """Raw candidate rows to the model's columns (``BASE_COLUMNS``, then ``source_columns(sources)``,
+    then ``policy_columns(policies)``).
 
     A missing derived feature means "no history": zero for counts and flags, the prior for rates. A
     source not in ``sources`` (an FPR added after training) contributes nothing but its row's other
-    features.
+    features. A row logged by one of ``policies`` has its position in that policy's terms, not in
+    ``BASE_COLUMNS``' (the serving policy's), and its type in both; a row of any other policy is the
+    serving policy's.
     """
     n = height(X)
-    out = np.empty((n, len(BASE_COLUMNS) + len(SOURCE_TERMS) * len(sources)))
+    policies = policies or []
+    n_fixed = len(BASE_COLUMNS) + len(SOURCE_TERMS) * len(sources)
+    out = np.zeros((n, n_fixed + 2 * len(ItemType) * len(policies)))
     itype = np.asarray(X["item_type"]).astype(str) if "item_type" in X else np.full(n, "")
     age_s = numeric(X, "item_age_s", np.nan)
     age_h = age_s / 3600.0
@@ -94,6 +111,16 @@ def design_array(X: pd.DataFrame | Columns, sources: list[str]) -> np.ndarray:
     decay = {w: 0.5 ** (np.clip(np.nan_to_num(age_h), 0, None) / h) for w, h in AGE_HALF_LIVES_H.items()}
     log_position = np.log1p(np.clip(numeric(X, "position", 0.0), 0, None))
     of_type = {t.value: itype == t.value for t in ItemType}
+    if policies:
+        by = logged_by(X)
+        at = n_fixed
+        for policy in policies:
+            mine = by == policy
+            for t in POSITION_FEATURES:  # in policy_columns' order
+                out[:, at] = mine & of_type[t]
+                out[:, at + 1] = np.where(mine & of_type[t], log_position, 0.0)
+                at += 2
+            log_position = np.where(mine, 0.0, log_position)  # not also in the serving policy's terms
     for j, c in enumerate(BASE_COLUMNS):
         if c in TYPE_FEATURES:
             out[:, j] = of_type[c.removeprefix("type_")]
@@ -117,9 +144,10 @@ def design_array(X: pd.DataFrame | Columns, sources: list[str]) -> np.ndarray:
     return out
 
 
-def design_matrix(X: pd.DataFrame, sources: list[str]) -> pd.DataFrame:
+def design_matrix(X: pd.DataFrame, sources: list[str], policies: list[str] | None = None) -> pd.DataFrame:
     """:func:`design_array` with its column names, on ``X``'s index."""
-    return pd.DataFrame(design_array(X, sources), columns=[*BASE_COLUMNS, *source_columns(sources)], index=X.index)
+    columns = [*BASE_COLUMNS, *source_columns(sources), *policy_columns(policies or [])]
+    return pd.DataFrame(design_array(X, sources, policies), columns=columns, index=X.index)
 
 
 class SecondPassRanker(ClassifierMixin, BaseEstimator):
@@ -137,15 +165,19 @@ class SecondPassRanker(ClassifierMixin, BaseEstimator):
         if "source" not in X:
             raise ValueError("training rows need a 'source' column: the FPR that proposed each item")
         self.sources_ = sorted(X["source"].astype(str).unique())
-        self.columns_ = [*BASE_COLUMNS, *source_columns(self.sources_)]
-        self.families_ = {**BASE_FAMILIES, "fpr": source_columns(self.sources_)}
+        self.policies_ = sorted(set(logged_by(X)) - {SERVING_POLICY})
+        self.columns_ = [*BASE_COLUMNS, *source_columns(self.sources_), *policy_columns(self.policies_)]
+        self.families_ = {fam: list(cols) for fam, cols in BASE_FAMILIES.items()}
+        self.families_["fpr"] = source_columns(self.sources_)
+        for c in policy_columns(self.policies_):
+            self.families_["position" if c.startswith("log_position__") else "X_t"].append(c)
         self.pipeline_ = Pipeline(
             [
                 ("scale", StandardScaler()),
                 ("lr", LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight=self.class_weight)),
             ]
         )
-        design = design_array(X, self.sources_)
+        design = design_array(X, self.sources_, self.policies_)
         self.pipeline_.fit(design, y)
         self.classes_ = self.pipeline_.classes_
         self.calibration_ = self._fit_calibration(self.pipeline_.decision_function(design), X, y)
@@ -205,7 +237,8 @@ class SecondPassRanker(ClassifierMixin, BaseEstimator):
         request, where sklearn's per-call validation would dominate."""
         check_is_fitted(self, "pipeline_")
         scale = self.pipeline_.named_steps["scale"]
-        return (design_array(X, self.sources_) - scale.mean_) / scale.scale_ * self.pipeline_.named_steps["lr"].coef_[0]
+        design = design_array(X, self.sources_, getattr(self, "policies_", None))  # older artifacts: none
+        return (design - scale.mean_) / scale.scale_ * self.pipeline_.named_steps["lr"].coef_[0]
 
     @property
     def intercept(self) -> float:

@@ -130,6 +130,38 @@ def test_training_rows_are_point_in_time():
     assert list(rows["label"]) == [1, 1, 0]  # engaged after the first two, not after the third
 
 
+def test_training_rows_read_the_features_as_of_their_request():
+    """The mixer scores a feed's slots together, before any is shown: a later slot's row must not count
+    the request's earlier slots, and the next request's rows count them all."""
+
+    def job(i: int) -> MemberEvent:
+        return MemberEvent(
+            event_id=f"jp{i}",
+            event_type=EventType.JOB_POSTED,
+            member_id="co1",
+            timestamp=NOW - 2000,
+            item_id=f"j{i}",
+            item_type=ItemType.JOB,
+            attributes={"skills": ["python"]},
+        )
+
+    def shown(i: int, request: str, ts: float) -> MemberEvent:
+        e = resp(EventType.IMPRESSION, item=f"j{i}", actor="co1", item_type=ItemType.JOB, ts=ts)
+        return e.model_copy(update={"attributes": {"request_id": request, "position": i}, "event_id": f"{request}{i}"})
+
+    events = [job(i) for i in range(3)]
+    events += [shown(i, "r1", NOW - 900 + i) for i in range(3)] + [shown(i, "r2", NOW - 500 + i) for i in range(2)]
+    rows = build_training_set(events, {"jobs": PopularityScorer()}, {ItemType.JOB: "jobs"})
+    seen = np.expm1(rows["member_stats__log_imp_7d"]).round(2).tolist()  # 7-day windows decay a little
+    assert rows["request_id"].tolist() == ["r1"] * 3 + ["r2"] * 2
+    assert seen == [0, 0, 0, 3, 3]
+    assert (rows["position"].tolist()) == [0, 1, 2, 0, 1]
+    # an impression without a request id is read just before it
+    bare = [e.model_copy(update={"attributes": {}}) for e in events]
+    rows = build_training_set(bare, {"jobs": PopularityScorer()}, {ItemType.JOB: "jobs"})
+    assert np.expm1(rows["member_stats__log_imp_7d"]).round(2).tolist() == [0, 1, 2, 3, 4]
+
+
 def test_training_rows_since_a_time_keep_the_history_before_it():
     """Impressions before ``since`` get no row, yet still count in the features of the later ones."""
     events = list(SimulatedTraffic(members=60, requests=80, seed=5, end_time=NOW).events())

@@ -137,7 +137,8 @@ def test_spr_learns_the_truth_and_is_calibrated_per_source(rows):
 
 def test_spr_calibration_layer_is_per_logging_policy_and_source(rows):
     """Under another policy network posts click at half the rate with the same features: one model
-    over both logs is calibrated on neither, the per-policy calibration layer on each."""
+    over both logs would be calibrated on neither; the policy's own intercepts and calibration layer
+    put each right."""
     rng = np.random.default_rng(5)
     other = rows.assign(logged_by="other")
     network = (other["source"] == "network").to_numpy()
@@ -157,7 +158,9 @@ def test_spr_calibration_layer_is_per_logging_policy_and_source(rows):
         return both["label"].to_numpy()[m].sum() / (1 / (1 + np.exp(-logit[m]))).sum()
 
     serving, other_rows = both["logged_by"].isna(), both["logged_by"] == "other"
-    assert network_oe(raw, serving) > 1.15 and network_oe(raw, other_rows) < 0.85  # the mixture's rate
+    assert network_oe(raw, serving) == pytest.approx(1.0, abs=0.02)  # the policy's intercept per type
+    assert network_oe(raw, other_rows) == pytest.approx(1.0, abs=0.02)
+    assert model.coefficients()["type_post__other"] < -0.5  # half the rate: about log(0.5) lower
     assert network_oe(z, serving) == pytest.approx(1.0, abs=0.02)
     assert network_oe(z, other_rows) == pytest.approx(1.0, abs=0.02)
     # Rows without ``logged_by`` (serving) get the serving policy's scaling, and it keeps the order.
@@ -297,3 +300,25 @@ def test_feed_mixer_with_the_shipped_rules_never_shows_blocked_or_hidden(rows):
     assert [s.item_id for s in result.slots] == ["p4"]
     assert result.dropped == {"p1": "seen", "p2": "visibility", "p3": "visibility"}
     assert all(0 < s.propensity <= 1 for s in result.slots)
+
+
+def test_spr_position_terms_are_per_logging_policy(rows):
+    """A policy that shows what will be clicked near the top has a steeper examination curve in its log
+    than examination has; its own intercepts and position terms keep that out of the serving policy's."""
+    half = len(rows) // 2
+    serving, other = rows.iloc[:half], rows.iloc[half:].assign(logged_by="other")
+    clicked = other["label"].to_numpy() == 1
+    other["position"] = np.where(clicked, other["position"] // 4, other["position"])
+    alone = SecondPassRanker().fit(serving, serving["label"])
+    both = pd.concat([serving.assign(logged_by=np.nan), other], ignore_index=True)
+    model = SecondPassRanker().fit(both, both["label"])
+    assert model.policies_ == ["other"]
+    coef, slots = model.coefficients(), np.arange(10)
+    for t in ("post", "job", "course", "member"):
+        assert coef[f"log_position__{t}__other"] < coef[f"log_position__{t}"] - 0.5
+        served, own = model.position_effect(slots, np.full(10, t)), alone.position_effect(slots, np.full(10, t))
+        np.testing.assert_allclose(served, own, atol=0.2)
+    assert {"log_position__post__other", "log_position__post"} <= set(model.families_["position"])
+    assert "type_post__other" in model.families_["X_t"] and "type_post__other" not in BASE_FAMILIES["X_t"]
+    contrib = model.contributions(both)
+    np.testing.assert_allclose(contrib.sum(axis=1), model.decision_function(both), rtol=1e-6)
