@@ -31,9 +31,9 @@ under each, because each policy picked its items by things the features do not s
 fitted on all of them is calibrated on their mixture only: in the 2,000-member 14-day world (seed
 11), before the per-policy intercepts, it over-predicted network posts on the mixer's own log by a
 fifth (O/E 0.80) and under-predicted courses (1.15); the intercepts are per type, the layer also
-scales each source's score and its new items. The serving policy's scaling is what the mixer ranks and reports by; another
-policy's is used to predict rows logged by it (``logged_by``), e.g. to measure calibration on its
-log.
+scales each source's score and its new items. The serving policy's scaling is what the mixer ranks
+and reports by; another policy's is used to predict rows logged by it (``logged_by``), e.g. to
+measure calibration on its log.
 """
 
 from __future__ import annotations
