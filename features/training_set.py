@@ -93,9 +93,8 @@ def build_training_set(
             by_request[rid].append(e)
     inv = Inventory()
     rows: dict[str, dict] = {}
-    fpr_scores: dict[tuple[str, str], float] = {}
-    at_request: dict[str, dict[str, dict[str, object]]] = {}  # request -> item -> stored columns
-    left: dict[str, int] = {}  # request -> impressions not yet replayed
+    # per request being replayed: item -> (its FPR's score, the stored columns), as of the request
+    at_request: dict[str, dict[str, tuple[float, dict[str, object]]]] = {}
     records: list[dict[str, object]] = []
     stored: list[dict[str, object]] = []
 
@@ -111,22 +110,20 @@ def build_training_set(
             src = source_of(imp)
             if src in scorers and imp.item_id is not None:
                 groups[src].append(imp.item_id)
+        scores: dict[str, float] = {}
         for src, ids in groups.items():
             probs, _ = scorers[src].score(inv, member, ids, t)
-            fpr_scores.update({(rid, i): float(p) for i, p in zip(ids, np.asarray(probs), strict=True)})
-        at_request[rid] = {str(imp.item_id): stored_features(rows, imp) for imp in by_request[rid]}
-        left[rid] = len(by_request[rid])
-
-    def close_impression(rid: str) -> None:
-        left[rid] -= 1
-        if not left[rid]:  # the request is done: free its reads
-            del left[rid], at_request[rid]
+            scores.update({i: float(p) for i, p in zip(ids, np.asarray(probs), strict=True)})
+        at_request[rid] = {
+            str(imp.item_id): (scores.get(str(imp.item_id), 0.0), stored_features(rows, imp)) for imp in by_request[rid]
+        }
 
     for e in ordered:
         if e.event_type == EventType.IMPRESSION:
             assert e.item_type is not None and e.item_id is not None
             rid = _request(e)
-            if rid is not None and rid not in left and (since is None or by_request[rid][-1].timestamp >= since):
+            request = by_request[rid] if rid is not None else []
+            if rid is not None and e is request[0] and (since is None or request[-1].timestamp >= since):
                 open_request(rid, e.timestamp)
             src = source_of(e)
             known = e.item_id in inv.items or e.item_type == ItemType.MEMBER
@@ -137,9 +134,8 @@ def build_training_set(
                     label = any(e.timestamp <= t <= e.timestamp + attribution_s for t in times)
                     features = stored_features(rows, e)
                 else:
-                    score = fpr_scores.get((rid, e.item_id), 0.0)
+                    score, features = at_request[rid][e.item_id]
                     label = (rid, e.item_id) in engaged_in_request
-                    features = at_request[rid][e.item_id]
                 item = inv.items.get(e.item_id)
                 record: dict[str, object] = {
                     "request_id": rid or "",
@@ -159,8 +155,8 @@ def build_training_set(
                     record["true_p"] = float(e.attributes["true_p"])  # type: ignore[arg-type]
                 records.append(record)
                 stored.append(features)
-            if rid is not None and rid in left:
-                close_impression(rid)
+            if rid is not None and e is request[-1]:
+                at_request.pop(rid, None)  # the request is done: free its reads
         inv.apply(e)
         apply_event(e, rows)
     base = pd.DataFrame(records)
