@@ -114,8 +114,8 @@ def build_training_set(
         for src, ids in groups.items():
             probs, _ = scorers[src].score(inv, member, ids, t)
             scores.update({i: float(p) for i, p in zip(ids, np.asarray(probs), strict=True)})
-        at_request[rid] = {
-            str(imp.item_id): (scores.get(str(imp.item_id), 0.0), stored_features(rows, imp)) for imp in by_request[rid]
+        at_request[rid] = {  # only the impressions an FPR scores get a row: read those
+            i: (scores[i], stored_features(rows, imp)) for imp in by_request[rid] if (i := str(imp.item_id)) in scores
         }
 
     for e in ordered:
