@@ -207,7 +207,7 @@ class FeedMixer:
         # At position p only the position terms differ from the top of the feed, by ``position_effect``.
         effect = self.model.position_effect(np.arange(len(slots)), np.array([s.item_type for s in slots]))
         raw = raw0[rows] + effect
-        logit = self.model.calibrate(raw, sources[rows], new_item[rows])
+        logit = self.model.calibrate(raw0[rows], sources[rows], new_item[rows], position_effect=effect)
         contributions = self.model.family_sums(terms[rows])
         contributions["position"] = contributions["position"] + effect
         contributions["calibration"] = logit - raw

@@ -24,16 +24,16 @@ cannot drift apart. Input columns (a DataFrame, one row per candidate):
   of the position terms (position 0 is the same row in each).
 
 The logistic model is followed by a calibration layer: per logging policy and source (and within it,
-for the items new to the FPR and the others), Platt scaling of the logit on that policy's training
-rows. A training set can mix logs of different policies (a
-simulator's, another system's, the mixer's own), and the same features click at different rates
-under each, because each policy picked its items by things the features do not show. One model
-fitted on all of them is calibrated on their mixture only: in the 2,000-member 14-day world (seed
-11), before the per-policy intercepts, it over-predicted network posts on the mixer's own log by a
-fifth (O/E 0.80) and under-predicted courses (1.15); the intercepts are per type, the layer also
-scales each source's score and its new items. The serving policy's scaling is what the mixer ranks
-and reports by; another policy's is used to predict rows logged by it (``logged_by``), e.g. to
-measure calibration on its log.
+for the items new to the FPR and the others), Platt scaling of the logit at the top of the feed on
+that policy's training rows, with the position terms added after it, unscaled. A training set can
+mix logs of different policies (a simulator's, another system's, the mixer's own), and the same
+features click at different rates under each, because each policy picked its items by things the
+features do not show. One model fitted on all of them is calibrated on their mixture only: in the
+2,000-member 14-day world (seed 11), before the per-policy intercepts, it over-predicted network
+posts on the mixer's own log by a fifth (O/E 0.80) and under-predicted courses (1.15); the
+intercepts are per type, the layer also scales each source's score and its new items. The serving
+policy's scaling is what the mixer ranks and reports by; another policy's is used to predict rows
+logged by it (``logged_by``), e.g. to measure calibration on its log.
 """
 
 from __future__ import annotations
@@ -181,19 +181,24 @@ class SecondPassRanker(ClassifierMixin, BaseEstimator):
         design = design_array(X, self.sources_, self.policies_)
         self.pipeline_.fit(design, y)
         self.classes_ = self.pipeline_.classes_
-        self.calibration_ = self._fit_calibration(self.pipeline_.decision_function(design), X, y)
+        raw = self.pipeline_.decision_function(design)
+        at_position = self.position_part(self._terms(design))
+        self.calibration_ = self._fit_calibration(raw - at_position, at_position, X, y)
         return self
 
     def _fit_calibration(
-        self, logit: np.ndarray, X: pd.DataFrame, y: np.ndarray
+        self, logit: np.ndarray, at_position: np.ndarray, X: pd.DataFrame, y: np.ndarray
     ) -> dict[tuple[str, str, bool | None], PlattCalibrator]:
-        """One Platt scaling per (policy, source), and per (policy, source, new to the FPR or not), each
-        where it has enough rows of each class. Fitted on the logistic model's own training rows: with
-        about a hundred coefficients against many thousands of rows its in-sample logits are not
-        overconfident (held-out O/E on the served log moved from 0.80 to 0.97 for network posts in the
-        world named above). The split by new items follows their share: an FPR's items created since its
-        training grow from a quarter of its answers to over half within days, and one scaling for both
-        under-predicted the new jobs by 17% and over-predicted the older ones by 5%."""
+        """One Platt scaling per (policy, source), and per (policy, source, new to the FPR or not), each where it
+        has enough rows of each class, of the logit at the top of the feed (``logit``), with the
+        position terms (``at_position``) added unscaled: each group's slope is about how far its FPR's
+        score and features can be trusted, not about how examination falls. Fitted on the logistic
+        model's own training rows: with about a hundred coefficients against many thousands of rows its
+        in-sample logits are not overconfident (held-out O/E on the served log moved from 0.80 to 0.97
+        for network posts in the world named above). The split by new items follows their share: an
+        FPR's items created since its training grow from a quarter of its answers to over half within
+        days, and one scaling for both under-predicted the new jobs by 17% and over-predicted the older
+        ones by 5%."""
         groups = pd.DataFrame(
             {"policy": logged_by(X), "source": X["source"].astype(str).to_numpy(), "new": new_to_fpr(X)}
         )
@@ -204,7 +209,7 @@ class SecondPassRanker(ClassifierMixin, BaseEstimator):
                 if min(clicks, len(idx) - clicks) >= CALIBRATION_MIN_CLASS:
                     policy, source, *new = key
                     out[(str(policy), str(source), bool(new[0]) if new else None)] = PlattCalibrator().fit(
-                        logit[idx], y[idx]
+                        logit[idx], y[idx], offset=at_position[idx]
                     )
         return out
 
@@ -214,10 +219,13 @@ class SecondPassRanker(ClassifierMixin, BaseEstimator):
         sources: np.ndarray,
         new_item: np.ndarray | None = None,
         policy: str = SERVING_POLICY,
+        position_effect: np.ndarray | None = None,
     ) -> np.ndarray:
-        """The logistic model's ``logit`` (of items from ``sources``, flagged ``new_item`` where new to
-        their FPR: :func:`new_to_fpr`) through ``policy``'s calibration layer: the scaling of the
-        source's new or older items where there is one, else the source's, else none."""
+        """The logistic model's ``logit`` at the top of the feed (of items from ``sources``, flagged
+        ``new_item`` where new to their FPR: :func:`new_to_fpr`) through ``policy``'s calibration layer,
+        then moved by ``position_effect`` (:meth:`position_effect`; none: the top of the feed). The
+        layer is the scaling of the source's new or older items where there is one, else the source's,
+        else none."""
         check_is_fitted(self, "pipeline_")
         logit = np.asarray(logit, dtype=np.float64)
         out = logit.copy()
@@ -230,15 +238,17 @@ class SecondPassRanker(ClassifierMixin, BaseEstimator):
             hit = (sources == source) if is_new is None else (sources == source) & (new == is_new)
             if hit.any():
                 out[hit] = platt.decision_function(logit[hit])
-        return out
+        return out if position_effect is None else out + np.asarray(position_effect, dtype=np.float64)
 
     def terms(self, X: pd.DataFrame | Columns) -> np.ndarray:
         """Each column's term of the logit (standardised feature x weight), one row per candidate; with
         ``intercept`` they sum to the logit. Computed directly: serving scores one small matrix per
         request, where sklearn's per-call validation would dominate."""
         check_is_fitted(self, "pipeline_")
+        return self._terms(design_array(X, self.sources_, getattr(self, "policies_", None)))  # older: none
+
+    def _terms(self, design: np.ndarray) -> np.ndarray:
         scale = self.pipeline_.named_steps["scale"]
-        design = design_array(X, self.sources_, getattr(self, "policies_", None))  # older artifacts: none
         return (design - scale.mean_) / scale.scale_ * self.pipeline_.named_steps["lr"].coef_[0]
 
     @property
@@ -248,14 +258,16 @@ class SecondPassRanker(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X: pd.DataFrame | Columns) -> np.ndarray:
         """The calibrated logit of P(engage) under each row's logging policy (``logged_by``)."""
-        raw = self.terms(X).sum(axis=1) + self.intercept
+        terms = self.terms(X)
+        raw = terms.sum(axis=1) + self.intercept
+        at_position = self.position_part(terms)
         sources = np.asarray(X["source"]).astype(str) if "source" in X else np.full(len(raw), "")
         new = new_to_fpr(X)
         policies = logged_by(X)
         out = np.empty_like(raw)
         for policy in np.unique(policies):
             at = policies == policy
-            out[at] = self.calibrate(raw[at], sources[at], new[at], str(policy))
+            out[at] = self.calibrate(raw[at] - at_position[at], sources[at], new[at], str(policy), at_position[at])
         return out
 
     def predict_proba(self, X: pd.DataFrame | Columns) -> np.ndarray:
@@ -271,6 +283,15 @@ class SecondPassRanker(ClassifierMixin, BaseEstimator):
         slope = {t: coef[self.columns_.index(c)] / scale[self.columns_.index(c)] for t, c in POSITION_FEATURES.items()}
         w = np.array([slope.get(str(t), 0.0) for t in item_types])
         return w * np.log1p(np.clip(np.asarray(positions, dtype=float), 0, None))
+
+    def position_part(self, terms: np.ndarray) -> np.ndarray:
+        """How far each row's position terms (rows of :meth:`terms`, under the row's policy) move its
+        logit from the top of the feed: the terms are standardised, position 0 is the raw value 0."""
+        check_is_fitted(self, "pipeline_")
+        at = [self.columns_.index(c) for c in self.families_["position"]]
+        mean = self.pipeline_.named_steps["scale"].mean_[at]
+        scale = self.pipeline_.named_steps["scale"].scale_[at]
+        return terms[:, at].sum(axis=1) + float((mean / scale * self.pipeline_.named_steps["lr"].coef_[0][at]).sum())
 
     def family_sums(self, terms: np.ndarray) -> dict[str, np.ndarray]:
         """``terms`` (rows of :meth:`terms`) summed by feature family, plus the ``intercept``."""

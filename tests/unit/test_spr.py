@@ -117,18 +117,15 @@ def test_spr_learns_the_truth_and_is_calibrated_per_source(rows):
     assert all(coef[f"log_position__{t}"] < 0 for t in ("post", "job", "course", "member"))
     effect = model.position_effect(np.array([0, 1, 5]), np.array(["job"] * 3))
     assert effect[0] == 0 and effect[2] < effect[1] < 0
-    # The position effect moves the logistic model's logit; the calibration layer comes after it.
-    moved = test.assign(position=5)
-    raw_top = model.terms(test.assign(position=0)).sum(axis=1) + model.intercept
-    np.testing.assert_allclose(
-        model.decision_function(moved),
-        model.calibrate(
-            raw_top + model.position_effect(np.full(len(test), 5), test["item_type"].to_numpy()),
-            test["source"],
-            new_to_fpr(test),
-        ),
-        rtol=1e-9,
-    )
+    # The calibration layer scales the logit at the top of the feed; the position effect is added after
+    # it, as fitted, so an item's calibrated logit moves by exactly the effect from one slot to another.
+    top, moved = test.assign(position=0), test.assign(position=5)
+    raw_top = model.terms(top).sum(axis=1) + model.intercept
+    effect = model.position_effect(np.full(len(test), 5), test["item_type"].to_numpy())
+    z_top, z_moved = model.decision_function(top), model.decision_function(moved)
+    np.testing.assert_allclose(z_top, model.calibrate(raw_top, test["source"], new_to_fpr(test)), rtol=1e-9)
+    np.testing.assert_allclose(z_moved - z_top, effect, atol=1e-9)
+    assert any(abs(platt.coef_ - 1) > 0.01 for platt in model.calibration_.values())  # not a no-op layer
     # Family contributions add up to the logit.
     contrib = model.contributions(test)
     np.testing.assert_allclose(contrib.sum(axis=1), np.log(p / (1 - p)), rtol=1e-6)
@@ -186,12 +183,13 @@ def test_spr_calibration_layer_scales_items_new_to_the_fpr_on_their_own(rows):
     assert {("served", "network", True), ("served", "network", False), ("served", "network", None)} <= set(
         model.calibration_
     )
-    raw = model.terms(data).sum(axis=1) + model.intercept
+    terms = model.terms(data)
+    at_position = model.position_part(terms)
+    top = terms.sum(axis=1) + model.intercept - at_position
     z = model.decision_function(data)
     for flag, where in ((True, new), (False, posts & ~new)):
-        np.testing.assert_allclose(
-            z[where], model.calibration_[("served", "network", flag)].decision_function(raw[where])
-        )
+        platt = model.calibration_[("served", "network", flag)]
+        np.testing.assert_allclose(z[where], platt.decision_function(top[where], at_position[where]))
         # in-sample, each group's scaling predicts its clicks
         p = 1 / (1 + np.exp(-z[where]))
         assert data["label"].to_numpy()[where].sum() == pytest.approx(p.sum(), rel=0.02)
@@ -322,3 +320,38 @@ def test_spr_position_terms_are_per_logging_policy(rows):
     assert "type_post__other" in model.families_["X_t"] and "type_post__other" not in BASE_FAMILIES["X_t"]
     contrib = model.contributions(both)
     np.testing.assert_allclose(contrib.sum(axis=1), model.decision_function(both), rtol=1e-6)
+
+
+def test_spr_calibration_layer_leaves_the_position_terms_unscaled():
+    """The serving policy's log trusts the FPR's score more than another policy's log does (the logistic
+    model's one weight on it is between the two, so the serving policy's scaling has a slope above 1).
+    Examination is the same in both. Scaling the whole logit would stretch the position terms too and
+    over-predict the top slots and under-predict the bottom ones; the layer scales the rest only."""
+    rng = np.random.default_rng(0)
+
+    def log(n: int, trust: float, policy: object) -> pd.DataFrame:
+        fpr = rng.uniform(0.01, 0.25, n)
+        position = rng.integers(0, 10, n)
+        relevance = 1 / (1 + np.exp(-(trust * np.log(fpr / (1 - fpr)) + 0.5 * (trust - 1))))
+        truth = relevance * (1.0 + position) ** -0.7
+        return pd.DataFrame(
+            {
+                "item_type": "job",
+                "source": "jobs",
+                "fpr_score": fpr,
+                "position": position,
+                "logged_by": policy,
+                "label": (rng.random(n) < truth).astype(int),
+                "true_p": truth,
+            }
+        )
+
+    train = pd.concat([log(200_000, 1.8, np.nan), log(200_000, 0.8, "other")], ignore_index=True)
+    model = SecondPassRanker().fit(train, train["label"])
+    assert model.calibration_[("served", "jobs", None)].coef_ > 1.1
+    test = log(200_000, 1.8, np.nan)
+    p = model.predict_proba(test)[:, 1]
+    truth, slot = test["true_p"].to_numpy(), test["position"].to_numpy()
+    oe = {k: truth[np.isin(slot, [k, k + 1])].sum() / p[np.isin(slot, [k, k + 1])].sum() for k in (0, 4, 8)}
+    assert all(0.92 < v < 1.08 for v in oe.values()), oe
+    assert 0.92 < oe[8] / oe[0] < 1.08, oe  # scaling the whole logit: about 1.4
