@@ -354,4 +354,4 @@ def test_spr_calibration_layer_leaves_the_position_terms_unscaled():
     truth, slot = test["true_p"].to_numpy(), test["position"].to_numpy()
     oe = {k: truth[np.isin(slot, [k, k + 1])].sum() / p[np.isin(slot, [k, k + 1])].sum() for k in (0, 4, 8)}
     assert all(0.92 < v < 1.08 for v in oe.values()), oe
-    assert 0.92 < oe[8] / oe[0] < 1.08, oe  # scaling the whole logit: about 1.4
+    assert 0.92 < oe[8] / oe[0] < 1.08, oe  # scaling the whole logit: 1.53 (0.87 at the top)
