@@ -181,9 +181,10 @@ class SecondPassRanker(ClassifierMixin, BaseEstimator):
         design = design_array(X, self.sources_, self.policies_)
         self.pipeline_.fit(design, y)
         self.classes_ = self.pipeline_.classes_
-        raw = self.pipeline_.decision_function(design)
-        at_position = self.position_part(self._terms(design))
-        self.calibration_ = self._fit_calibration(raw - at_position, at_position, X, y)
+        terms = self._terms(design)  # summed with the intercept: the pipeline's decision_function
+        at_position = self.position_part(terms)
+        top = terms.sum(axis=1) + self.intercept - at_position
+        self.calibration_ = self._fit_calibration(top, at_position, X, y)
         return self
 
     def _fit_calibration(
