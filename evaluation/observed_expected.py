@@ -27,6 +27,10 @@ prediction, observed rate and its Wilson 95% interval (binomial, rows treated as
 adequate for a picture). The reliability diagram plots the observed rate against the mean prediction
 with the diagonal (perfect calibration) and a histogram of the predictions underneath.
 
+**Time.** ``day`` and ``hour`` slice by the UTC day or hour of the log's ``timestamp`` (epoch seconds)
+when the log has no column of that name (:func:`with_time_buckets`): O/E drifting over time is what a
+model trained once and served for days shows first, and a pooled ratio averages it away.
+
 **Truth.** Where the log carries ``true_p`` (the simulator's ground-truth engagement probability) the
 same ratios are reported against it (``o_over_e_true_p``): O/E without the noise of the clicks.
 """
@@ -254,6 +258,23 @@ def _value(v: Any) -> Any:
         return None
     v = v.item() if isinstance(v, np.generic) else v
     return v if isinstance(v, str | int | float | bool) else str(v)  # e.g. a timestamp
+
+
+# ``--by`` names derived from ``timestamp`` when the log has no such column: pandas' offset aliases.
+TIME_BUCKETS: dict[str, str] = {"day": "D", "hour": "h"}
+TIME_FORMATS: dict[str, str] = {"day": "%Y-%m-%d", "hour": "%Y-%m-%d %H:00"}
+
+
+def with_time_buckets(frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """``frame`` with a column per name in ``names`` (keys of :data:`TIME_BUCKETS`): the UTC day or hour
+    of its ``timestamp``, as ISO text, which sorts in time order. Raises :class:`LogFormatError` naming the
+    rows whose timestamp is empty or not a number."""
+    if not names:
+        return frame
+    if "timestamp" not in frame:
+        raise LogFormatError(f"--by {names[0]} needs a 'timestamp' column; the log has {list(frame.columns)}")
+    at = pd.to_datetime(numeric_column(frame, "timestamp"), unit="s", utc=True)
+    return frame.assign(**{n: at.floor(TIME_BUCKETS[n]).strftime(TIME_FORMATS[n]) for n in names})
 
 
 def evaluate_oe(

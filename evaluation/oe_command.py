@@ -4,7 +4,8 @@
                      [--bins 10] [--cluster request_id|none] [--json] [--report DIR]
 
 Reads any log in the logged-traffic format (Parquet or CSV; only the label and prediction columns are
-needed, plus the ``--by`` columns). Definitions and the interval: :mod:`evaluation.observed_expected`.
+needed, plus the ``--by`` columns; ``--by day`` or ``--by hour`` reads ``timestamp`` instead where the log
+has no such column). Definitions and the interval: :mod:`evaluation.observed_expected`.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="COLUMN",
-        help="O/E per value of a column (source, item_type, position, any); repeat for several tables; "
-        "a,b slices by both jointly",
+        help="O/E per value of a column (source, item_type, position, any; day or hour: of the timestamp, "
+        "UTC); repeat for several tables; a,b slices by both jointly",
     )
     parser.add_argument(
         "--bins", type=int, default=10, help="reliability table: quantile bins of the prediction (default 10)"
@@ -50,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simulator.logs import LogFormatError, read_columns
+    from evaluation.observed_expected import TIME_BUCKETS, evaluate_oe, with_time_buckets
+    from simulator.logs import LogFormatError, log_columns, read_columns
 
     try:
         by = [[c.strip() for c in entry.split(",") if c.strip()] for entry in args.by]
@@ -58,14 +60,16 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--by needs a column name")
         cluster = None if args.cluster.lower() == "none" else args.cluster
         chosen = cluster if cluster and cluster != "request_id" else None  # named explicitly: must exist
+        named = list(dict.fromkeys(c for cols in by for c in cols))
+        have = log_columns(args.log)
+        derived = [c for c in named if c in TIME_BUCKETS and c not in have]  # from the timestamp
         frame = read_columns(
             args.log,
-            [args.label, args.predicted],
-            present=[*(c for cols in by for c in cols), *([chosen] if chosen else [])],  # a null is a slice
+            [args.label, args.predicted, *(["timestamp"] if derived else [])],
+            present=[*(c for c in named if c not in derived), *([chosen] if chosen else [])],  # a null is a slice
             optional=[*([cluster] if cluster else []), "true_p"],
         )
-        from evaluation.observed_expected import evaluate_oe
-
+        frame = with_time_buckets(frame, derived)
         result = evaluate_oe(frame, label=args.label, predicted=args.predicted, by=by, bins=args.bins, cluster=cluster)
     except (LogFormatError, ValueError) as err:
         print(f"feedrank eval oe: {err}", file=sys.stderr)

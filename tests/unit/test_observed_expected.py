@@ -246,3 +246,41 @@ def test_command_keeps_nulls_of_a_slice_column_as_a_slice(tmp_path: Path, capsys
 def test_command_on_a_missing_file(tmp_path: Path, capsys):
     assert main(["eval", "oe", "--log", str(tmp_path / "nope.parquet")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_command_slices_by_day_and_hour_of_the_timestamp(tmp_path: Path, capsys):
+    """A model that drifts: calibrated on the first day, over-predicting by half on the second."""
+    log = make_log(n_requests=400)
+    day0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC
+    second = np.repeat(np.arange(400) >= 200, 5)
+    log["timestamp"] = day0 + np.where(second, 86_400.0, 0.0) + np.tile(np.arange(5.0), 400) * 1800.0
+    log["predicted"] = np.where(second, 1.5 * log["predicted"], log["predicted"])
+    path = tmp_path / "drift.parquet"
+    log.to_parquet(path, index=False)
+    assert main(["eval", "oe", "--log", str(path), "--by", "day", "--by", "source,hour", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    days = out["by"]["day"]
+    assert [s["value"] for s in days] == ["2026-01-01", "2026-01-02"]
+    for s, rows in zip(days, (~second, second), strict=True):
+        assert s["rows"] == rows.sum()
+        assert s["o_over_e_true_p"] == pytest.approx(log["true_p"][rows].sum() / log["predicted"][rows].sum())
+    assert days[0]["o_over_e_true_p"] == pytest.approx(1.0) and days[1]["o_over_e_true_p"] == pytest.approx(1 / 1.5)
+    hours = {s["value"][1] for s in out["by"]["source,hour"]}
+    assert hours == {f"2026-01-0{d} {h:02d}:00" for d in (1, 2) for h in (0, 1, 2)}
+
+
+def test_command_by_day_prefers_a_day_column_and_names_bad_timestamps(tmp_path: Path, capsys):
+    log = make_log().assign(day="monday", timestamp=1_767_225_600.0)
+    path = tmp_path / "own.parquet"
+    log.to_parquet(path, index=False)
+    assert main(["eval", "oe", "--log", str(path), "--by", "day", "--json"]) == 0
+    assert [s["value"] for s in json.loads(capsys.readouterr().out)["by"]["day"]] == ["monday"]
+    bad = make_log().assign(timestamp=1_767_225_600.0)
+    bad.loc[[3, 8], "timestamp"] = np.nan
+    bad.to_csv(path := tmp_path / "bad.csv", index=False)
+    assert main(["eval", "oe", "--log", str(path), "--by", "hour"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("feedrank eval oe: ") and "'timestamp'" in err and "rows 3, 8" in err
+    make_log().to_csv(path, index=False)
+    assert main(["eval", "oe", "--log", str(path), "--by", "day"]) == 2
+    assert "timestamp" in capsys.readouterr().err
