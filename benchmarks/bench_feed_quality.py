@@ -246,6 +246,7 @@ def render_holdout(spr: dict[str, Any], logged_by: str, console: Console) -> Non
         style="bold",
     )
     console.print(cal)
+    render_by_day(spr.get("by_source_day", []), console)
     rates = spr.get("base_rates", {})
     if "train" in rates and "held_out" in rates:
         console.print(
@@ -256,6 +257,23 @@ def render_holdout(spr: dict[str, Any], logged_by: str, console: Console) -> Non
                 if key in rates["held_out"]
             )
         )
+
+
+def render_by_day(slices: list[dict[str, Any]], console: Console) -> None:
+    """O/E per source (rows) and UTC day (columns; held-out days marked), against the truth where the
+    rows carry it: drift while the FPRs age reads across a row."""
+    if not slices:
+        return
+    key = "o_over_e_true_p" if all("o_over_e_true_p" in s for s in slices) else "o_over_e"
+    days = sorted({(day, held) for _, day, held in (s["value"] for s in slices)})
+    table = Table(title=f"O/E by day ({'against true_p' if key != 'o_over_e' else 'against the clicks'})")
+    table.add_column("source")
+    for day, held in days:
+        table.add_column(f"{day[5:]}{' held out' if held else ''}", justify="right")
+    cells = {(src, day, held): s[key] for s in slices for src, day, held in [s["value"]]}
+    for src in sorted({s["value"][0] for s in slices}):
+        table.add_row(src, *(_f(cells[(src, d, h)]) if (src, d, h) in cells else "-" for d, h in days))
+    console.print(table)
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ import pandas as pd
 
 from evaluation.feature_replay import FeatureInventory, stored_for
 from evaluation.fpr_oracle import SimulatedWorld, held_out_requests
-from evaluation.observed_expected import ratio_stats
+from evaluation.observed_expected import evaluate_oe, ratio_stats, with_time_buckets
 from evaluation.served_log import served_log
 from features.families import numeric
 from features.training_set import build_training_set
@@ -232,7 +232,31 @@ def holdout_report(spr: SecondPassRanker, train: pd.DataFrame, test: pd.DataFram
         for part, df in (("train", train), ("held_out", test))
         if len(df)
     }
+    report["by_source_day"] = by_source_day(spr, train, test, p_test)
     return report
+
+
+def by_source_day(
+    spr: SecondPassRanker, train: pd.DataFrame, test: pd.DataFrame, p_test: np.ndarray
+) -> list[dict[str, Any]]:
+    """O/E per source and UTC day, over the training rows and the held-out ones (the day of the split
+    in both, apart; ``value`` is ``[source, day, held_out]``): a source whose calibration drifts while
+    its FPR ages shows a trend across the days, of which the pooled held-out ratio shows only the end."""
+    rows = pd.concat([train, test], ignore_index=True)
+    if not len(rows) or "timestamp" not in rows:
+        return []
+    frame = pd.DataFrame(
+        {
+            "label": rows["label"].to_numpy(),
+            "predicted": np.concatenate([spr.predict_proba(train)[:, 1], p_test]) if len(train) else p_test,
+            "source": rows["source"].astype(str).to_numpy(),
+            "held_out": np.arange(len(rows)) >= len(train),
+            "timestamp": rows["timestamp"].to_numpy(),
+            **{c: rows[c].to_numpy() for c in ("request_id", "true_p") if c in rows},
+        }
+    )
+    result = evaluate_oe(with_time_buckets(frame, ["day"]), label="label", by=[["source", "day", "held_out"]], bins=1)
+    return result.to_json()["by"]["source,day,held_out"]
 
 
 def evaluate_feed(

@@ -315,3 +315,19 @@ def test_simple_orders_put_member_cards_last_by_time_and_rank_by_engagements():
     assert chronological_order(inv, ["m3", "old", "new"]) == ["new", "old", "m3"]
     # "old" has 2 engagements; member m3 has 1 connection; "new" none
     assert popularity_order(inv, ["new", "m3", "old"]) == ["old", "m3", "new"]
+
+
+def test_spr_holdout_reports_calibration_by_source_and_day(evaluated, system: TrainedSystem):
+    spr = evaluated[0]["spr_holdout"]
+    slices = spr["by_source_day"]
+    values = [tuple(s["value"]) for s in slices]
+    assert len(values) == len(set(values)) and {src for src, _, _ in values} == set(spr["by_source"])
+    # every row once: the training rows on the days before the split, the held-out rows after it
+    assert sum(s["rows"] for s in slices) == spr["rows_train"] + spr["rows_test"]
+    assert max(d for _, d, held in values if not held) <= min(d for _, d, held in values if held)
+    for src, m in spr["by_source"].items():
+        held = [s for s in slices if s["value"][0] == src and s["value"][2]]
+        assert sum(s["rows"] for s in held) == m["rows"] and sum(s["observed"] for s in held) == m["engaged"]
+        # the days' ratios pool to the held-out one: O/E is a ratio of sums
+        expected = sum(s["expected"] for s in held)
+        assert m["engaged"] / expected == pytest.approx(m["o_over_e"])
