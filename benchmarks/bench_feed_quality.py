@@ -266,7 +266,7 @@ def render_by_day(slices: list[dict[str, Any]], console: Console) -> None:
         return
     key = "o_over_e_true_p" if all("o_over_e_true_p" in s for s in slices) else "o_over_e"
     days = sorted({(day, held) for _, day, held in (s["value"] for s in slices)})
-    table = Table(title=f"O/E by day ({'against true_p' if key != 'o_over_e' else 'against the clicks'})")
+    table = Table(title=f"O/E by day ({'against true_p' if key == 'o_over_e_true_p' else 'against the clicks'})")
     table.add_column("source")
     for day, held in days:
         table.add_column(f"{day[5:]}{' held out' if held else ''}", justify="right")

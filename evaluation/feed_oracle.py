@@ -242,19 +242,14 @@ def by_source_day(
     """O/E per source and UTC day, over the training rows and the held-out ones (the day of the split
     in both, apart; ``value`` is ``[source, day, held_out]``): a source whose calibration drifts while
     its FPR ages shows a trend across the days, of which the pooled held-out ratio shows only the end."""
-    rows = pd.concat([train, test], ignore_index=True)
-    if not len(rows) or "timestamp" not in rows:
+    if not len(train) + len(test) or "timestamp" not in test:
         return []
-    frame = pd.DataFrame(
-        {
-            "label": rows["label"].to_numpy(),
-            "predicted": np.concatenate([spr.predict_proba(train)[:, 1], p_test]) if len(train) else p_test,
-            "source": rows["source"].astype(str).to_numpy(),
-            "held_out": np.arange(len(rows)) >= len(train),
-            "timestamp": rows["timestamp"].to_numpy(),
-            **{c: rows[c].to_numpy() for c in ("request_id", "true_p") if c in rows},
-        }
+    columns = [c for c in ("label", "source", "timestamp", "request_id", "true_p") if c in test]
+    frame = pd.concat([train[columns], test[columns]], ignore_index=True).assign(  # not every feature column
+        predicted=np.concatenate([spr.predict_proba(train)[:, 1], p_test]) if len(train) else p_test,
+        held_out=np.arange(len(train) + len(test)) >= len(train),
     )
+    frame["source"] = frame["source"].astype(str)
     result = evaluate_oe(with_time_buckets(frame, ["day"]), label="label", by=[["source", "day", "held_out"]], bins=1)
     return result.to_json()["by"]["source,day,held_out"]
 

@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from evaluation.observed_expected import TIME_BUCKETS, evaluate_oe, with_time_buckets
-    from simulator.logs import LogFormatError, log_columns, read_columns
+    from simulator.logs import LogFormatError, read_columns
 
     try:
         by = [[c.strip() for c in entry.split(",") if c.strip()] for entry in args.by]
@@ -61,15 +61,14 @@ def run(args: argparse.Namespace) -> int:
         cluster = None if args.cluster.lower() == "none" else args.cluster
         chosen = cluster if cluster and cluster != "request_id" else None  # named explicitly: must exist
         named = list(dict.fromkeys(c for cols in by for c in cols))
-        have = log_columns(args.log)
-        derived = [c for c in named if c in TIME_BUCKETS and c not in have]  # from the timestamp
+        times = [c for c in named if c in TIME_BUCKETS]  # the log's own column if it has one, else derived
         frame = read_columns(
             args.log,
-            [args.label, args.predicted, *(["timestamp"] if derived else [])],
-            present=[*(c for c in named if c not in derived), *([chosen] if chosen else [])],  # a null is a slice
-            optional=[*([cluster] if cluster else []), "true_p"],
+            [args.label, args.predicted],
+            present=[*(c for c in named if c not in times), *([chosen] if chosen else [])],  # a null is a slice
+            optional=[*([cluster] if cluster else []), "true_p", *times, *(["timestamp"] if times else [])],
         )
-        frame = with_time_buckets(frame, derived)
+        frame = with_time_buckets(frame, [c for c in times if c not in frame])
         result = evaluate_oe(frame, label=args.label, predicted=args.predicted, by=by, bins=args.bins, cluster=cluster)
     except (LogFormatError, ValueError) as err:
         print(f"feedrank eval oe: {err}", file=sys.stderr)
