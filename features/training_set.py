@@ -24,7 +24,7 @@ import pandas as pd
 
 from features.families import VIEW_BY_NAME, RowKey, apply_event, derive, rows_for, stored_row
 from feedrank.contracts import ENGAGEMENT_TYPES, EventType, ItemType, MemberEvent
-from rankers.fpr import Scorer, trained_until
+from rankers.fpr import Scorer, new_items_after
 from rankers.inventory import Inventory
 
 ATTRIBUTION_S = 3600.0
@@ -148,7 +148,7 @@ def build_training_set(
                     "position": int(e.attributes.get("position", 0)),  # type: ignore[arg-type]
                     "item_age_s": e.timestamp - item.created_at if item is not None else np.nan,
                     "fpr_score": score,
-                    "fpr_model_age_s": e.timestamp - (trained_until(scorers[src]) or np.nan),
+                    "fpr_model_age_s": e.timestamp - (new_items_after(scorers[src]) or np.nan),
                     "label": int(label),
                 }
                 if "true_p" in e.attributes:

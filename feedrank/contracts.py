@@ -192,9 +192,11 @@ class FprCandidates(Message):
     model_version: str = Field(max_length=128)
     generated_at: float
     candidates: list[Candidate] = Field(max_length=2000)
-    # The end of the traffic the FPR's model was trained on (None: not known). Items created after it
-    # are new to the model, whose scores for them the second pass cannot take at face value.
+    # The end of the traffic the FPR's model was trained on (None: not known). If the model learns
+    # parameters per item (``learns_items``), items created after it are new to the model, whose scores
+    # for them the second pass cannot take at face value; if not, no item is new to it.
     trained_until: float | None = None
+    learns_items: bool = True
 
     _ts = field_validator("generated_at")(_check_timestamp)
 
@@ -202,6 +204,11 @@ class FprCandidates(Message):
     @classmethod
     def _trained_until(cls, v: float | None) -> float | None:
         return None if v is None else _check_timestamp(v)
+
+    @property
+    def new_items_after(self) -> float | None:
+        """From when items are new to the model (``rankers.fpr.new_items_after``); None: never, or not known."""
+        return self.trained_until if self.learns_items else None
 
 
 class FeedItem(BaseModel):

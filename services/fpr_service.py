@@ -55,6 +55,7 @@ class FprService:
             generated_at=time.time(),
             candidates=cands,
             trained_until=self.ranker.trained_until,
+            learns_items=self.ranker.learns_items,
         )
 
     def run(self, stop: threading.Event) -> None:

@@ -133,7 +133,7 @@ class Mixer:
             answers = [a for a in answers if a.member_id == request.member_id]
         now = request.requested_at
         cands = candidate_columns(
-            ((a.source, a.candidates) for a in answers), now, {a.source: a.trained_until for a in answers}
+            ((a.source, a.candidates) for a in answers), now, {a.source: a.new_items_after for a in answers}
         )
         keys = list(
             zip(cands["item_id"].tolist(), cands["item_type"].tolist(), cands["actor_id"].tolist(), strict=True)

@@ -39,14 +39,14 @@ class Catalog(Graph, Protocol):
 def candidate_columns(
     answers: Iterable[tuple[str, Sequence[Candidate]]],
     now: float = math.nan,
-    trained_until: Mapping[str, float | None] | None = None,
+    new_items_after: Mapping[str, float | None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Every FPR's answer, as (source, candidates) pairs, as ``CANDIDATE_COLUMNS``. ``fpr_model_age_s``
-    is how long before ``now`` each source's model stopped seeing traffic (``trained_until`` by
-    source; NaN where unknown)."""
-    trained_until = trained_until or {}
+    is how long before ``now`` items became new to each source's model (``new_items_after`` by source,
+    :func:`rankers.fpr.new_items_after`; NaN where unknown or never)."""
+    new_items_after = new_items_after or {}
     rows = [
-        (c.item_id, c.item_type.value, c.actor_id, source, c.score, now - (trained_until.get(source) or math.nan))
+        (c.item_id, c.item_type.value, c.actor_id, source, c.score, now - (new_items_after.get(source) or math.nan))
         for source, cs in answers
         for c in cs
     ]
@@ -66,10 +66,10 @@ def candidate_columns(
 def candidate_frame(
     answers: Iterable[tuple[str, Sequence[Candidate]]],
     now: float = math.nan,
-    trained_until: Mapping[str, float | None] | None = None,
+    new_items_after: Mapping[str, float | None] | None = None,
 ) -> pd.DataFrame:
     """:func:`candidate_columns` as a DataFrame (what the offline evaluations join on)."""
-    return pd.DataFrame(candidate_columns(answers, now, trained_until))
+    return pd.DataFrame(candidate_columns(answers, now, new_items_after))
 
 
 def answer_in_process(
@@ -78,7 +78,7 @@ def answer_in_process(
     """Every FPR's top-k for one request, and the mixer's candidate frame of them: the offline
     evaluations' stand-in for the mixer service's scatter-gather over Kafka."""
     answers = {name: r.top_k(inv, member_id, now) for name, r in rankers.items()}
-    return answers, candidate_frame(answers.items(), now, {name: r.trained_until for name, r in rankers.items()})
+    return answers, candidate_frame(answers.items(), now, {name: r.new_items_after for name, r in rankers.items()})
 
 
 def spr_inputs(raw: Columns, items: Sequence[Any], now: float) -> dict[str, np.ndarray]:

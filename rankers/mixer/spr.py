@@ -8,7 +8,8 @@ cannot drift apart. Input columns (a DataFrame, one row per candidate):
 - ``source`` and ``fpr_score``: which FPR proposed the item and its calibrated score. Each source
   gets its own intercept and its own weight on its score's log-odds, so an FPR whose scores run hot
   is calibrated away, and a new FPR needs no code (its columns are learned from the data it appears in);
-- ``fpr_model_age_s``: how long ago the FPR's model stopped seeing traffic (NaN: unknown). An item
+- ``fpr_model_age_s``: how long ago items became new to the FPR's model (NaN: unknown, or never: a
+  model without parameters per item, ``rankers.fpr.new_items_after``). An item
   created since (``item_age_s`` below it) is new to the model, and each source gets its own intercept
   for those: an FPR that never saw an item scores it differently from the ones it learned on, and
   the share of such items grows for as long as a model serves;

@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -70,6 +70,9 @@ class NetworkScorer:
     model: NetworkClickModel
     version: str = "lgbm-v1"
     metrics: dict[str, float] = field(default_factory=dict)
+    # Posts enter only through features every post has (age, author, topic, rates): one created after
+    # training is not new to the model (``rankers.fpr.new_items_after``).
+    learns_items: ClassVar[bool] = False
 
     def compatible(self) -> bool:
         """Whether this (unpickled) model was trained on as many features as this code computes."""
