@@ -61,10 +61,20 @@ AGE_FEATURES = [f"fresh_{w}__{t}" for t in AGED_TYPES for w in AGE_HALF_LIVES_H]
 # Examination multiplies the click probability; on the logit scale its slope depends on how likely
 # the item is to be clicked at all, so each item type gets its own log(1 + position) term.
 POSITION_FEATURES = {t.value: f"log_position__{t.value}" for t in ItemType}
+# Fatigue per type: whether and how often the member was shown the item before, on top of the shared
+# ``member_item`` terms. The same earlier impressions mean different things per type and per the
+# policy that repeated them, and one shared log-count term fitted their mixture: in the 4,000-member
+# 14-day world (seed 11) the simulator's courses were under-predicted by 11% when unseen and
+# over-predicted by 30% after 8+ impressions, so as repeats piled up their O/E against the truth fell
+# from 1.04 to 0.93 across the days (held out 0.937; with these terms 0.965).
+SEEN_FEATURES: dict[str, tuple[str, str]] = {
+    f"{kind}__{t.value}": (t.value, kind) for t in ItemType for kind in ("seen_before", "log_seen")
+}
 
 # The columns that do not depend on the sources seen in training, by family.
 BASE_FAMILIES: dict[str, list[str]] = {fam: list(cols) for fam, cols in DERIVED_BY_FAMILY.items()}
 BASE_FAMILIES["X_t"] = [*BASE_FAMILIES["X_t"], *TYPE_FEATURES, *AGE_FEATURES]
+BASE_FAMILIES["X_io"] = [*BASE_FAMILIES["X_io"], *SEEN_FEATURES]
 BASE_FAMILIES["position"] = list(POSITION_FEATURES.values())
 BASE_COLUMNS: list[str] = [c for cols in BASE_FAMILIES.values() for c in cols]
 
@@ -112,6 +122,7 @@ def design_array(X: pd.DataFrame | Columns, sources: list[str], policies: list[s
     known_age = np.isfinite(age_h)
     decay = {w: 0.5 ** (np.clip(np.nan_to_num(age_h), 0, None) / h) for w, h in AGE_HALF_LIVES_H.items()}
     log_position = np.log1p(np.clip(numeric(X, "position", 0.0), 0, None))
+    seen = np.rint(np.expm1(np.clip(numeric(X, "member_item__log_seen", 0.0), 0, None)))
     of_type = {t.value: itype == t.value for t in ItemType}
     if policies:
         by = logged_by(X)
@@ -129,6 +140,9 @@ def design_array(X: pd.DataFrame | Columns, sources: list[str], policies: list[s
         elif c in AGE_FEATURES:
             window, t = c.removeprefix("fresh_").split("__")
             out[:, j] = np.where(of_type[t] & known_age, decay[window], 0.0)
+        elif c in SEEN_FEATURES:
+            t, kind = SEEN_FEATURES[c]
+            out[:, j] = np.where(of_type[t], (seen > 0) if kind == "seen_before" else np.log1p(seen), 0.0)
         elif c.startswith("log_position__"):
             out[:, j] = np.where(of_type[c.removeprefix("log_position__")], log_position, 0.0)
         else:
