@@ -71,24 +71,9 @@ SEEN_FEATURES: dict[str, tuple[str, str]] = {
     f"{kind}__{t.value}": (t.value, kind) for t in ItemType for kind in ("seen_before", "log_seen")
 }
 
-# The item's own counts (reach, engagements, rate, velocity) per type: how many members a post, a job
-# or a course reaches in an hour or a day follows each inventory's own life (a post's audience
-# peaks and fades, a fixed course catalogue saturates as members see it). One weight for all types
-# read the courses' falling reach as rising appeal: in the 4,000-member 14-day world (seed 11) the
-# predicted logit of unseen courses rose 0.057 over the week, the truth's 0.015, and held-out
-# courses came out at 0.965 against the truth (1.015 with these terms).
-PER_TYPE_FEATURES: dict[str, tuple[str, str]] = {
-    f"{c}__{t.value}": (c, t.value) for c in DERIVED_BY_FAMILY["X_t"] if c.startswith("item_stats__") for t in ItemType
-}
-
 # The columns that do not depend on the sources seen in training, by family.
 BASE_FAMILIES: dict[str, list[str]] = {fam: list(cols) for fam, cols in DERIVED_BY_FAMILY.items()}
-BASE_FAMILIES["X_t"] = [
-    *(c for c in BASE_FAMILIES["X_t"] if not c.startswith("item_stats__")),
-    *PER_TYPE_FEATURES,
-    *TYPE_FEATURES,
-    *AGE_FEATURES,
-]
+BASE_FAMILIES["X_t"] = [*BASE_FAMILIES["X_t"], *TYPE_FEATURES, *AGE_FEATURES]
 BASE_FAMILIES["X_io"] = [*BASE_FAMILIES["X_io"], *SEEN_FEATURES]
 BASE_FAMILIES["position"] = list(POSITION_FEATURES.values())
 BASE_COLUMNS: list[str] = [c for cols in BASE_FAMILIES.values() for c in cols]
@@ -158,10 +143,6 @@ def design_array(X: pd.DataFrame | Columns, sources: list[str], policies: list[s
         elif c in SEEN_FEATURES:
             t, kind = SEEN_FEATURES[c]
             out[:, j] = np.where(of_type[t], (seen > 0) if kind == "seen_before" else np.log1p(seen), 0.0)
-        elif c in PER_TYPE_FEATURES:
-            name, t = PER_TYPE_FEATURES[c]
-            missing = PRIOR_CTR if "__ctr_" in name else 0.0
-            out[:, j] = np.where(of_type[t], numeric(X, name, missing), missing)
         elif c.startswith("log_position__"):
             out[:, j] = np.where(of_type[c.removeprefix("log_position__")], log_position, 0.0)
         else:

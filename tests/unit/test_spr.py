@@ -284,48 +284,6 @@ def test_spr_fits_fatigue_per_item_type_as_repeats_pile_up():
             assert 0.93 < truth[g].sum() / p[g].sum() < 1.07, (t, truth[g].sum() / p[g].sum())
 
 
-def test_design_matrix_gives_each_type_its_own_item_counts():
-    X = design_matrix(
-        pd.DataFrame({"item_type": ["course", "post"], "source": "courses", "item_stats__log_imp_1h": [2.0, 3.0]}),
-        ["courses"],
-    )
-    assert X["item_stats__log_imp_1h__course"].tolist() == [2.0, 0.0]
-    assert X["item_stats__log_imp_1h__post"].tolist() == [0.0, 3.0]
-    assert X["item_stats__ctr_1d__post"].tolist() == [0.05, 0.05]  # no history: the prior rate
-    assert "item_stats__log_imp_1h" not in X
-
-
-def test_spr_reads_an_items_reach_per_type():
-    """A post reaching many members in the last hour is catching on; a course's reach in a fixed
-    catalogue says only how many members have yet to see it, and falls as they do. Held-out courses
-    reach half as many: the SPR stays calibrated on both types. (One weight shared by the types gave
-    the courses O/E 1.5.)"""
-    rng = np.random.default_rng(2)
-
-    def rows(n, course_reach):
-        itype = rng.choice(["course", "post"], n)
-        reach = np.where(itype == "course", rng.normal(course_reach, 0.5, n), rng.normal(3.0, 1.0, n))
-        fpr = rng.uniform(0.05, 0.3, n)
-        logit = np.log(fpr / (1 - fpr)) + np.where(itype == "post", 0.5 * (reach - 3.0), 0.0)
-        truth = 1 / (1 + np.exp(-logit))
-        return pd.DataFrame(
-            {
-                "item_type": itype,
-                "source": np.where(itype == "course", "courses", "network"),
-                "fpr_score": fpr,
-                "item_stats__log_imp_1h": reach,
-                "label": (rng.random(n) < truth).astype(int),
-                "true_p": truth,
-            }
-        )
-
-    train, test = rows(120_000, 3.0), rows(40_000, 1.5)
-    p = SecondPassRanker().fit(train, train["label"]).predict_proba(test)[:, 1]
-    for t in ("course", "post"):
-        g = (test["item_type"] == t).to_numpy()
-        assert 0.95 < test["true_p"].to_numpy()[g].sum() / p[g].sum() < 1.05, t
-
-
 def test_spr_refuses_one_class_and_rows_without_source():
     with pytest.raises(ValueError, match="one class"):
         SecondPassRanker().fit(pd.DataFrame({"item_type": ["job"] * 3, "source": ["jobs"] * 3}), [0, 0, 0])
