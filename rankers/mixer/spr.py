@@ -122,7 +122,7 @@ def design_array(X: pd.DataFrame | Columns, sources: list[str], policies: list[s
     known_age = np.isfinite(age_h)
     decay = {w: 0.5 ** (np.clip(np.nan_to_num(age_h), 0, None) / h) for w, h in AGE_HALF_LIVES_H.items()}
     log_position = np.log1p(np.clip(numeric(X, "position", 0.0), 0, None))
-    seen = np.rint(np.expm1(np.clip(numeric(X, "member_item__log_seen", 0.0), 0, None)))
+    log_seen = np.clip(numeric(X, "member_item__log_seen", 0.0), 0, None)  # log1p of a count
     of_type = {t.value: itype == t.value for t in ItemType}
     if policies:
         by = logged_by(X)
@@ -142,7 +142,7 @@ def design_array(X: pd.DataFrame | Columns, sources: list[str], policies: list[s
             out[:, j] = np.where(of_type[t] & known_age, decay[window], 0.0)
         elif c in SEEN_FEATURES:
             t, kind = SEEN_FEATURES[c]
-            out[:, j] = np.where(of_type[t], (seen > 0) if kind == "seen_before" else np.log1p(seen), 0.0)
+            out[:, j] = np.where(of_type[t], (log_seen > 0) if kind == "seen_before" else log_seen, 0.0)
         elif c.startswith("log_position__"):
             out[:, j] = np.where(of_type[c.removeprefix("log_position__")], log_position, 0.0)
         else:
