@@ -64,9 +64,9 @@ POSITION_FEATURES = {t.value: f"log_position__{t.value}" for t in ItemType}
 # Fatigue per type: whether and how often the member was shown the item before, on top of the shared
 # ``member_item`` terms. The same earlier impressions mean different things per type and per the
 # policy that repeated them, and one shared log-count term fitted their mixture: in the 4,000-member
-# 14-day world (seed 11) the simulator's courses were under-predicted by 11% when unseen and
-# over-predicted by 30% after 8+ impressions, so as repeats piled up their O/E against the truth fell
-# from 1.04 to 0.93 across the days (held out 0.937; with these terms 0.965).
+# 14-day world (seed 11) the simulator's courses had O/E against the truth 1.11 when unseen, falling
+# with the count to 0.71 for the most repeated, so as repeats piled up their O/E fell from 1.04 to
+# 0.93 across the days (held out 0.937; with these terms 0.965).
 SEEN_FEATURES: dict[str, tuple[str, str]] = {
     f"{kind}__{t.value}": (t.value, kind) for t in ItemType for kind in ("seen_before", "log_seen")
 }
