@@ -71,9 +71,17 @@ SEEN_FEATURES: dict[str, tuple[str, str]] = {
     f"{kind}__{t.value}": (t.value, kind) for t in ItemType for kind in ("seen_before", "log_seen")
 }
 
+# Reach per type: how many members first saw the item in the last hour, on top of the shared term. It
+# means different things per type: a post's is spent as it ages, while a fixed catalogue's (courses)
+# falls as members run through it, its appeal unchanged, and the shared weight, fitted mostly on posts
+# and jobs, read that fall as rising appeal. In the 4,000-member 14-day world (seed 11) the simulator's
+# courses had held-out O/E against the truth 0.965, by day falling from 1.02 to 0.96; with these terms
+# 0.984 (1.01 to 0.98). The day's velocity per type as well fixed that world and overshot in a smaller one.
+REACH_FEATURES: dict[str, str] = {f"item_stats__log_imp_1h__{t.value}": t.value for t in ItemType}
+
 # The columns that do not depend on the sources seen in training, by family.
 BASE_FAMILIES: dict[str, list[str]] = {fam: list(cols) for fam, cols in DERIVED_BY_FAMILY.items()}
-BASE_FAMILIES["X_t"] = [*BASE_FAMILIES["X_t"], *TYPE_FEATURES, *AGE_FEATURES]
+BASE_FAMILIES["X_t"] = [*BASE_FAMILIES["X_t"], *TYPE_FEATURES, *AGE_FEATURES, *REACH_FEATURES]
 BASE_FAMILIES["X_io"] = [*BASE_FAMILIES["X_io"], *SEEN_FEATURES]
 BASE_FAMILIES["position"] = list(POSITION_FEATURES.values())
 BASE_COLUMNS: list[str] = [c for cols in BASE_FAMILIES.values() for c in cols]
@@ -124,6 +132,7 @@ def design_array(X: pd.DataFrame | Columns, sources: list[str], policies: list[s
     log_position = np.log1p(np.clip(numeric(X, "position", 0.0), 0, None))
     log_seen = np.clip(numeric(X, "member_item__log_seen", 0.0), 0, None)  # log1p of a count
     of_type = {t.value: itype == t.value for t in ItemType}
+    reach = numeric(X, "item_stats__log_imp_1h", 0.0)
     if policies:
         by = logged_by(X)
         at = n_fixed
@@ -143,6 +152,8 @@ def design_array(X: pd.DataFrame | Columns, sources: list[str], policies: list[s
         elif c in SEEN_FEATURES:
             t, kind = SEEN_FEATURES[c]
             out[:, j] = np.where(of_type[t], (log_seen > 0) if kind == "seen_before" else log_seen, 0.0)
+        elif c in REACH_FEATURES:
+            out[:, j] = np.where(of_type[REACH_FEATURES[c]], reach, 0.0)
         elif c.startswith("log_position__"):
             out[:, j] = np.where(of_type[c.removeprefix("log_position__")], log_position, 0.0)
         else:

@@ -284,6 +284,55 @@ def test_spr_fits_fatigue_per_item_type_as_repeats_pile_up():
             assert 0.93 < truth[g].sum() / p[g].sum() < 1.07, (t, truth[g].sum() / p[g].sum())
 
 
+def test_design_matrix_gives_each_type_its_own_reach_terms():
+    X = design_matrix(
+        pd.DataFrame(
+            {
+                "item_type": ["course", "post", "member"],
+                "source": "courses",
+                "item_stats__log_imp_1h": [1.5, 2.5, 0.5],
+            }
+        ),
+        ["courses"],
+    )
+    assert X["item_stats__log_imp_1h__course"].tolist() == [1.5, 0.0, 0.0]
+    assert X["item_stats__log_imp_1h__post"].tolist() == [0.0, 2.5, 0.0]
+    assert X["item_stats__log_imp_1h"].tolist() == [1.5, 2.5, 0.5]  # the shared term stays
+    assert (X["item_stats__log_imp_1h__job"] == 0).all()
+
+
+def test_spr_stays_calibrated_on_a_type_whose_reach_falls_without_its_appeal():
+    """A post's reach in the last hour says it is still new (its appeal fades with it); a course's falls
+    as members run through a fixed catalogue, its appeal unchanged. When held-out courses reach half as
+    many members as in training, the SPR still predicts them at their own rate. (With one reach weight
+    shared by the types, fitted mostly on the posts, it under-predicted them: O/E 1.37.)"""
+    rng = np.random.default_rng(2)
+
+    def rows(n, course_reach):
+        itype = rng.choice(["course", "post"], n)
+        reach = np.where(itype == "course", rng.normal(course_reach, 0.5, n), rng.normal(2.0, 0.7, n))
+        fpr = rng.uniform(0.02, 0.2, n)
+        logit = np.log(fpr / (1 - fpr)) + np.where(itype == "post", 0.6 * (reach - 2.0), 0.0)
+        truth = 1 / (1 + np.exp(-logit))
+        return pd.DataFrame(
+            {
+                "item_type": itype,
+                "source": np.where(itype == "course", "courses", "network"),
+                "fpr_score": fpr,
+                "item_stats__log_imp_1h": np.clip(reach, 0, None),
+                "label": (rng.random(n) < truth).astype(int),
+                "true_p": truth,
+            }
+        )
+
+    train, test = rows(150_000, 2.0), rows(50_000, 1.0)
+    p = SecondPassRanker().fit(train, train["label"]).predict_proba(test)[:, 1]
+    truth = test["true_p"].to_numpy()
+    for t in ("course", "post"):
+        g = (test["item_type"] == t).to_numpy()
+        assert 0.96 < truth[g].sum() / p[g].sum() < 1.04, (t, truth[g].sum() / p[g].sum())
+
+
 def test_spr_refuses_one_class_and_rows_without_source():
     with pytest.raises(ValueError, match="one class"):
         SecondPassRanker().fit(pd.DataFrame({"item_type": ["job"] * 3, "source": ["jobs"] * 3}), [0, 0, 0])
