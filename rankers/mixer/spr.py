@@ -77,7 +77,11 @@ SEEN_FEATURES: dict[str, tuple[str, str]] = {
 # and jobs, read that fall as rising appeal. In the 4,000-member 14-day world (seed 11) the simulator's
 # courses had held-out O/E against the truth 0.965, by day falling from 1.02 to 0.96; with these terms
 # 0.984 (1.01 to 0.98). The day's velocity per type as well fixed that world and overshot in a smaller one.
-REACH_FEATURES: dict[str, str] = {f"item_stats__log_imp_1h__{t.value}": t.value for t in ItemType}
+REACH_FEATURES: dict[str, tuple[str, str]] = {
+    f"item_stats__log_imp_1h__{t.value}": (t.value, "item_stats__log_imp_1h") for t in ItemType
+}
+# Every per-type copy of a shared value: column -> (item type, the value ``design_array`` masks by it).
+PER_TYPE_FEATURES: dict[str, tuple[str, str]] = {**SEEN_FEATURES, **REACH_FEATURES}
 
 # The columns that do not depend on the sources seen in training, by family.
 BASE_FAMILIES: dict[str, list[str]] = {fam: list(cols) for fam, cols in DERIVED_BY_FAMILY.items()}
@@ -131,8 +135,12 @@ def design_array(X: pd.DataFrame | Columns, sources: list[str], policies: list[s
     decay = {w: 0.5 ** (np.clip(np.nan_to_num(age_h), 0, None) / h) for w, h in AGE_HALF_LIVES_H.items()}
     log_position = np.log1p(np.clip(numeric(X, "position", 0.0), 0, None))
     log_seen = np.clip(numeric(X, "member_item__log_seen", 0.0), 0, None)  # log1p of a count
+    shared = {  # the values of PER_TYPE_FEATURES, each computed once
+        "seen_before": (log_seen > 0).astype(float),
+        "log_seen": log_seen,
+        "item_stats__log_imp_1h": numeric(X, "item_stats__log_imp_1h", 0.0),
+    }
     of_type = {t.value: itype == t.value for t in ItemType}
-    reach = numeric(X, "item_stats__log_imp_1h", 0.0)
     if policies:
         by = logged_by(X)
         at = n_fixed
@@ -149,11 +157,9 @@ def design_array(X: pd.DataFrame | Columns, sources: list[str], policies: list[s
         elif c in AGE_FEATURES:
             window, t = c.removeprefix("fresh_").split("__")
             out[:, j] = np.where(of_type[t] & known_age, decay[window], 0.0)
-        elif c in SEEN_FEATURES:
-            t, kind = SEEN_FEATURES[c]
-            out[:, j] = np.where(of_type[t], (log_seen > 0) if kind == "seen_before" else log_seen, 0.0)
-        elif c in REACH_FEATURES:
-            out[:, j] = np.where(of_type[REACH_FEATURES[c]], reach, 0.0)
+        elif c in PER_TYPE_FEATURES:
+            t, value = PER_TYPE_FEATURES[c]
+            out[:, j] = np.where(of_type[t], shared[value], 0.0)
         elif c.startswith("log_position__"):
             out[:, j] = np.where(of_type[c.removeprefix("log_position__")], log_position, 0.0)
         else:
