@@ -284,6 +284,19 @@ def test_the_served_log_shows_what_the_fprs_answered_valued_by_the_truth(world, 
     assert not other["item_id"].equals(log["item_id"])
 
 
+def test_each_served_request_draws_its_own_slate_and_clicks(world, system, evaluated):
+    """A request's slate and clicks depend on the seed and that request only: logging fewer requests
+    (or one whose candidates differ) leaves every other request's rows as they were."""
+    _, checks = evaluated
+    requests = pd.DataFrame(checks.requests[:20], columns=["request_id", "member_id", "timestamp"])
+    log = served_log(world, system.rankers, requests, slate=SLATE, seed=3)
+    kept = requests.iloc[1::2].reset_index(drop=True)
+    fewer = served_log(world, system.rankers, kept, slate=SLATE, seed=3)
+    assert set(fewer["request_id"]) == set(kept["request_id"])
+    same = log[log["request_id"].isin(kept["request_id"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(fewer, same)
+
+
 def test_the_served_log_rejects_bad_arguments(world, system):
     requests = pd.DataFrame({"request_id": ["r"], "member_id": ["m"]})
     with pytest.raises(ValueError, match="timestamp"):
