@@ -18,10 +18,10 @@ what the system would have recorded had it served those requests with full explo
 
 Each request draws its slate and clicks from its own generator, seeded by the run's seed and the
 request's id. With one generator for the whole log, any difference in one request's candidates (two
-runs of the same small world gave FPR scores differing in the last bit, which can reorder two tied candidates)
-shifted every later draw: two runs of the 4,000-member 14-day benchmark at the same seed put
-network's held-out O/E on the served log at 1.051 and 1.041. Now such a difference stays within its
-request.
+runs of the same small world gave FPR scores differing in the last bit, which can reorder two tied
+candidates) shifted every later draw: two runs of the 4,000-member 14-day benchmark at the same seed
+put network's held-out O/E on the served log at 1.051 and 1.041. Now such a difference stays within
+its request.
 """
 
 from __future__ import annotations
