@@ -17,16 +17,15 @@ The draws do not feed back into the world: the replayed events stay the simulato
 what the system would have recorded had it served those requests with full exploration.
 
 Each request draws its slate and clicks from its own generator, seeded by the run's seed and the
-request's id. With one generator for the whole log, any difference in one request's candidates (two
-runs of the same small world gave FPR scores differing in the last bit, which can reorder two tied
-candidates) shifted every later draw: two runs of the 4,000-member 14-day benchmark at the same seed
-put network's held-out O/E on the served log at 1.051 and 1.041. Now such a difference stays within
-its request.
+request's id (``request_rng``, as exploration's). With one generator for the whole log, any
+difference in one request's candidates (two runs of the same small world gave FPR scores differing
+in the last bit, which can reorder two tied candidates) shifted every later draw: two runs of the
+4,000-member 14-day benchmark at the same seed put network's held-out O/E on the served log at 1.051
+and 1.041. Now such a difference stays within its request.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping
 
 import numpy as np
@@ -39,6 +38,7 @@ from rankers.fpr import FirstPassRanker
 from rankers.inventory import Inventory
 from rankers.mixer.mixer import answer_in_process, spr_inputs
 from rankers.mixer.spr import LOGGED_BY, SERVING_POLICY
+from rankers.rules.exploration import request_rng
 from rankers.training import NoProgress, Progress, replay
 
 
@@ -72,7 +72,7 @@ def served_log(
         n = len(cands)
         if n == 0:
             return
-        rng = np.random.default_rng([seed, zlib.crc32(request_id.encode())])
+        rng = request_rng(request_id, seed)
         stored = stored_for(inv.rows, member_id, cands)
         items = [inv.items.get(i) for i in cands["item_id"]]
         shown = rng.permutation(n)[:slate]

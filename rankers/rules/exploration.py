@@ -22,11 +22,12 @@ import numpy as np
 from rankers.rules.base import RerankContext, Slot
 
 
-def request_rng(request_id: str) -> np.random.Generator:
-    """The request's generator: the same request id gives the same draws in every process (a stable
+def request_rng(request_id: str, seed: int | None = None) -> np.random.Generator:
+    """The request's generator: the same request id (and ``seed``, for a run that must draw afresh
+    from the same ids, e.g. a simulated served log) gives the same draws in every process (a stable
     hash, not Python's salted ``hash()``)."""
-    seed = int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:8], "little")
-    return np.random.default_rng(seed)
+    key = int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:8], "little")
+    return np.random.default_rng(key if seed is None else [seed, key])
 
 
 @dataclass

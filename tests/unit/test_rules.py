@@ -8,7 +8,7 @@ from rankers.registry import load_config
 from rankers.rules.actor_diversity import ActorDiversity
 from rankers.rules.base import RerankContext, Slot
 from rankers.rules.dedupe import Dedupe
-from rankers.rules.exploration import Exploration
+from rankers.rules.exploration import Exploration, request_rng
 from rankers.rules.fixed_position import FixedPosition
 from rankers.rules.fpr_order import FprOrder
 from rankers.rules.freshness import Freshness
@@ -524,6 +524,15 @@ def test_exploration_is_reproducible_per_request():
     assert runs[0] == runs[1] == runs[2]
     feeds = {tuple(x.item_id for x in rule.apply(explore_slate(), explore_ctx(f"r{k}"))) for k in range(50)}
     assert len(feeds) > 5  # different requests do explore differently
+
+
+def test_request_rng_depends_on_the_request_and_the_seed_only():
+    def draws(*args):
+        return request_rng(*args).random(4).tolist()
+
+    assert draws("req-42") == draws("req-42")
+    assert draws("req-42", 7) == draws("req-42", 7)
+    assert len({tuple(draws(*a)) for a in (("req-42",), ("req-43",), ("req-42", 7), ("req-42", 8))}) == 4
 
 
 @pytest.mark.parametrize("pool", [None, 3])
