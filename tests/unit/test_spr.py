@@ -333,6 +333,31 @@ def test_spr_stays_calibrated_on_a_type_whose_reach_falls_without_its_appeal():
         assert 0.96 < truth[g].sum() / p[g].sum() < 1.04, (t, truth[g].sum() / p[g].sum())
 
 
+def test_spr_reads_the_items_weekly_rate_but_not_its_weekly_volumes():
+    """A week's volumes trend with the policy and the clock (a fixed catalogue's fall as members run
+    through it), and the model read the trend as appeal; the week's rate stays a feature."""
+    rng = np.random.default_rng(5)
+    n = 20_000
+    rate = rng.uniform(0.01, 0.2, n)
+    frame = pd.DataFrame(
+        {
+            "item_type": "course",
+            "source": "courses",
+            "fpr_score": rng.uniform(0.02, 0.2, n),
+            "item_stats__ctr_7d": rate,
+            "item_stats__log_imp_7d": rng.uniform(3, 7, n),
+            "label": (rng.random(n) < rate).astype(int),
+        }
+    )
+    frame["item_stats__log_eng_7d"] = frame["item_stats__log_imp_7d"] + np.log(rate)
+    spr = SecondPassRanker().fit(frame, frame["label"])
+    p = spr.predict_proba(frame)[:, 1]
+    louder = frame.assign(item_stats__log_imp_7d=frame["item_stats__log_imp_7d"] + 2.0)
+    louder["item_stats__log_eng_7d"] += 2.0
+    assert np.array_equal(spr.predict_proba(louder)[:, 1], p)
+    assert spr.predict_proba(frame.assign(item_stats__ctr_7d=0.2))[:, 1].mean() > 1.5 * p.mean()
+
+
 def test_spr_refuses_one_class_and_rows_without_source():
     with pytest.raises(ValueError, match="one class"):
         SecondPassRanker().fit(pd.DataFrame({"item_type": ["job"] * 3, "source": ["jobs"] * 3}), [0, 0, 0])
