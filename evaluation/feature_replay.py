@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
-from features.families import apply_event, rows_of
+from features.families import VIEWS, apply_event, rows_of
 from features.training_set import stored_columns
 from feedrank.contracts import MemberEvent
 from rankers.inventory import Inventory
@@ -31,7 +32,13 @@ class FeatureInventory(Inventory):
 
 def stored_for(rows: Mapping[str, dict], member_id: str, candidates: pd.DataFrame) -> pd.DataFrame:
     """The stored feature columns (``view__column``) of each candidate, row for row, as the online store
-    returns them."""
+    returns them (``FeastRedisLayout.read_columns``): every stored column of every view, NaN where the
+    row does not exist. The same columns for every request, so a log of many requests concatenates
+    aligned frames."""
+    n = len(candidates)
+    out = {f"{view.name}__{c}": np.full(n, np.nan) for view in VIEWS for c in view.stored}
     keys = zip(candidates["item_id"], candidates["actor_id"], candidates["item_type"], strict=True)
-    out = [stored_columns(rows, rows_of(member_id, i, a, t)) for i, a, t in keys]
-    return pd.DataFrame(out, index=range(len(candidates)))
+    for j, (i, a, t) in enumerate(keys):
+        for name, value in stored_columns(rows, rows_of(member_id, i, a, t)).items():
+            out[name][j] = value
+    return pd.DataFrame(out, index=range(n))

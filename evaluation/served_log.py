@@ -41,6 +41,12 @@ from rankers.mixer.spr import LOGGED_BY, SERVING_POLICY
 from rankers.rules.exploration import request_rng
 from rankers.training import NoProgress, Progress, replay
 
+# Requests whose rows are kept as one frame. One small frame per request, concatenated at the end (and
+# each lacking the columns of feature rows none of its candidates had), took the 1,000-member world's
+# log of 16,000 requests 1.7 GB above the memory before it, for 0.2 GB of rows; in chunks of aligned
+# frames, 0.03 GB. The 4,000-member benchmark's log of 128,000 requests ran out of 24 GiB.
+CHUNK_REQUESTS = 1000
+
 
 def served_log(
     sw: SimulatedWorld,
@@ -61,7 +67,8 @@ def served_log(
         raise ValueError(f"requests need the columns {sorted(missing)}")
     progress = progress or NoProgress()
     examination = sw.truth.examination(np.arange(slate, dtype=np.float64))
-    frames: list[pd.DataFrame] = []
+    frames: list[pd.DataFrame] = []  # the requests since the last chunk
+    chunks: list[pd.DataFrame] = []
 
     def log_request(inv: FeatureInventory, request_id: str, member_id: str, now: float) -> None:
         if member_id not in sw.index:
@@ -90,6 +97,9 @@ def served_log(
             **{LOGGED_BY: SERVING_POLICY},
         )
         frames.append(rows.reset_index(drop=True))
+        if len(frames) == CHUNK_REQUESTS:
+            chunks.append(pd.concat(frames, ignore_index=True))
+            frames.clear()
 
     def on_chunk(inv: Inventory, chunk: pd.DataFrame) -> None:
         assert isinstance(inv, FeatureInventory)
@@ -107,4 +117,6 @@ def served_log(
             until=float(requests["timestamp"].max()),
             inventory=FeatureInventory(),
         )
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if frames:
+        chunks.append(pd.concat(frames, ignore_index=True))
+    return pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame()

@@ -1,5 +1,6 @@
 """The fast online paths agree with Feast: rows written in Feast's layout read the same through the SDK
-and through the fast reader, missing rows included."""
+and through the fast reader, missing rows included, and the offline evaluations' replay of the rows
+reads the same frame."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
+from evaluation.feature_replay import stored_for
 from features.families import recompute, stored_rows
 from features.store import SERVING_FEATURES, FastOnlineReader, OnlineReader, OnlineWriter, feature_store
 from services.traffic import SimulatedTraffic
@@ -38,6 +40,9 @@ def test_fast_reader_equals_feast_sdk(base_settings, tmp_path):
     assert fast["member_stats__imp_total"].notna().all()  # m1's own row is there for every candidate
     assert np.isnan(fast["item_stats__imp_total"].iloc[-2])  # an unknown item reads as missing
     assert fast["member_item__imp_total"].iloc[0] > 0
+    # The served log and the feed evaluation read the replayed rows as serving reads Redis.
+    frame = pd.DataFrame(cands, columns=["item_id", "item_type", "actor_id"])
+    pd.testing.assert_frame_equal(stored_for(table, member, frame), fast, rtol=1e-12)
     # The mixer's read: only the served columns, the same values
     served = FastOnlineReader(store, s).read_columns(member, cands)
     assert set(served) < set(cols) and "member_item__hide_total" in served and "item_stats__imp_total" not in served
