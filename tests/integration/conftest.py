@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,10 +19,10 @@ import pytest
 from features.families import VIEW_BY_NAME, VIEWS, stored_row
 from features.store import apply_definitions, drop_online_rows, feature_store
 from feedrank import infra
-from feedrank.contracts import Topic
+from feedrank.contracts import RankedFeed, Topic
 from feedrank.settings import Settings
 from services.demo import full_feeds, train_missing_fprs, wait_until_serving
-from services.feed_client import FeedClient
+from services.feed_client import FeedClient, FeedTimeout
 from services.feed_state import drop_feed_state
 from services.kafka_io import drop_topics, ensure_topics, topic
 from services.supervisor import Supervisor, pipeline_services
@@ -111,6 +112,26 @@ def serving(
             yield s, sup, client, expected
         finally:
             client.close()
+
+
+def wait_all(client: FeedClient, sup: Supervisor, request_ids: list[str], timeout_s: float) -> dict[str, RankedFeed]:
+    """Each request's feed, waiting up to ``timeout_s`` for each; a missing one fails with the tail of
+    every service's log, which says what the pipeline was doing (a failure in CI leaves nothing else)."""
+    feeds: dict[str, RankedFeed] = {}
+    for rid in request_ids:
+        try:
+            feeds[rid] = client.wait(rid, timeout_s=timeout_s)
+        except FeedTimeout as err:
+            tails = "\n".join(f"--- {name}\n{log_tail(sup.log_path(name))}" for name in sorted(sup.procs))
+            raise AssertionError(f"{err} ({len(feeds)} of {len(request_ids)} answered before it)\n{tails}") from err
+    return feeds
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as err:
+        return f"(no log: {err})"
 
 
 def steady_requests(client: FeedClient, n: int, first_member: int = 20) -> tuple[threading.Thread, list]:

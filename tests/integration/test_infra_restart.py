@@ -23,6 +23,7 @@ from .conftest import (
     online_mismatches,
     serving,
     steady_requests,
+    wait_all,
     wait_online_equals,
 )
 
@@ -103,7 +104,7 @@ def test_every_feed_request_is_answered_through_redis_and_broker_restarts(base_s
         assert infra.kafka_down(s)
         infra.kafka_up(s)
         sender.join()
-        feeds = {rid: client.wait(rid, timeout_s=120) for rid, _ in sent}
+        feeds = wait_all(client, sup, [rid for rid, _ in sent], timeout_s=120)
         assert len(feeds) == len(sent) == 320  # every request answered, through both restarts
         assert sup.dead() == {}
         at = dict(sent)

@@ -12,7 +12,7 @@ from feedrank.contracts import RankedFeed, Topic, parse
 from services.kafka_io import consume_ready, make_consumer, topic
 from services.runtime import assign_from_beginning
 
-from .conftest import serving, steady_requests
+from .conftest import serving, steady_requests, wait_all
 
 
 def _all_feeds(s, want: set[str], timeout_s: float = 30) -> Counter:
@@ -46,7 +46,7 @@ def test_kill_9_of_the_mixer_and_an_fpr_then_restart_answers_every_request(base_
         time.sleep(2.0)
         sup.start("fpr-jobs")
         sender.join()
-        feeds: dict[str, RankedFeed] = {rid: client.wait(rid, timeout_s=120) for rid, _ in sent}
+        feeds = wait_all(client, sup, [rid for rid, _ in sent], timeout_s=120)
         assert len(feeds) == len(sent) == 280  # every request got a feed: none lost with the dead mixer
         assert sup.dead() == {}
         for rid, feed in feeds.items():
