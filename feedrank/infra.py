@@ -110,9 +110,13 @@ def _wait_for(check, what: str, timeout_s: float, log_file: Path | None = None, 
         time.sleep(0.3)
     tail = ""
     if log_file and log_file.exists():
-        lines = log_file.read_text(errors="replace").splitlines()[-20:]
-        tail = "\n--- last lines of " + str(log_file) + " ---\n" + _redact("\n".join(lines), hide or [])
+        tail = "\n--- last lines of " + str(log_file) + " ---\n" + _redact(log_tail(log_file), hide or [])
     raise InfraError(f"{what} did not become ready within {timeout_s:.0f}s{tail}")
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a log, for an error that must say what a process was doing."""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 # ---------------------------------------------------------------------------------------------- Kafka

@@ -10,7 +10,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -122,14 +121,14 @@ def wait_all(client: FeedClient, sup: Supervisor, request_ids: list[str], timeou
         try:
             feeds[rid] = client.wait(rid, timeout_s=timeout_s)
         except FeedTimeout as err:
-            tails = "\n".join(f"--- {name}\n{log_tail(sup.log_path(name))}" for name in sorted(sup.procs))
+            tails = "\n".join(f"--- {name}\n{_service_log(sup, name)}" for name in sorted(sup.procs))
             raise AssertionError(f"{err} ({len(feeds)} of {len(request_ids)} answered before it)\n{tails}") from err
     return feeds
 
 
-def log_tail(path: Path, lines: int = 40) -> str:
+def _service_log(sup: Supervisor, name: str) -> str:
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return infra.log_tail(sup.log_path(name), lines=40)
     except OSError as err:
         return f"(no log: {err})"
 
