@@ -44,7 +44,8 @@ from rankers.training import NoProgress, Progress, replay
 # Requests whose rows are kept as one frame. One small frame per request, concatenated at the end (and
 # each lacking the columns of feature rows none of its candidates had), took the 1,000-member world's
 # log of 16,000 requests 1.7 GB above the memory before it, for 0.2 GB of rows; in chunks of aligned
-# frames, 0.03 GB. The 4,000-member benchmark's log of 128,000 requests ran out of 24 GiB.
+# frames, 0.03 GB. The 4,000-member benchmark's log of every request from the FPRs' split on (108,000)
+# ran out of 24 GiB before; it now peaks at 16.5 GB.
 CHUNK_REQUESTS = 1000
 
 
