@@ -247,6 +247,7 @@ def render_holdout(spr: dict[str, Any], logged_by: str, console: Console) -> Non
     )
     console.print(cal)
     render_by_day(spr.get("by_source_day", []), console)
+    render_by_new(spr.get("by_source_new", []), console)
     rates = spr.get("base_rates", {})
     if "train" in rates and "held_out" in rates:
         console.print(
@@ -273,6 +274,25 @@ def render_by_day(slices: list[dict[str, Any]], console: Console) -> None:
     cells = {(src, day, held): s[key] for s in slices for src, day, held in [s["value"]]}
     for src in sorted({s["value"][0] for s in slices}):
         table.add_row(src, *(_f(cells[(src, d, h)]) if (src, d, h) in cells else "-" for d, h in days))
+    console.print(table)
+
+
+def render_by_new(slices: list[dict[str, Any]], console: Console) -> None:
+    """O/E per source of the items new to its FPR and of the others, in training and held out, against
+    the truth where the rows carry it: a stale FPR's new items are where its scores age."""
+    if not slices:
+        return
+    key = "o_over_e_true_p" if all("o_over_e_true_p" in s for s in slices) else "o_over_e"
+    against = "against true_p" if key == "o_over_e_true_p" else "against the clicks"
+    table = Table(title=f"O/E of the items new to the FPR ({against}; rows)")
+    table.add_column("source")
+    parts = [(False, False), (True, False), (False, True), (True, True)]
+    for new, held in parts:
+        table.add_column(f"{'new' if new else 'older'}{' held out' if held else ''}", justify="right")
+    cells = {tuple(s["value"]): s for s in slices}
+    for src in sorted({s["value"][0] for s in slices}):
+        row = [cells.get((src, new, held)) for new, held in parts]
+        table.add_row(src, *(f"{_f(c[key])} ({c['rows']:,})" if c else "-" for c in row))
     console.print(table)
 
 

@@ -344,3 +344,26 @@ def test_spr_holdout_reports_calibration_by_source_and_day(evaluated, system: Tr
         # the days' ratios pool to the held-out one: O/E is a ratio of sums
         expected = sum(s["expected"] for s in held)
         assert m["engaged"] / expected == pytest.approx(m["o_over_e"])
+
+
+def test_spr_holdout_reports_calibration_of_the_items_new_to_each_fpr(evaluated, system: TrainedSystem):
+    """The items created after their FPR's training are counted from the rows' own ages, held out apart
+    from training, and pool to each source's held-out ratio."""
+    spr = evaluated[0]["spr_holdout"]
+    slices = {tuple(s["value"]): s for s in spr["by_source_new"]}
+    held = system.rows[system.rows["timestamp"] >= system.split]
+    new = (held["item_age_s"] < held["fpr_model_age_s"]).to_numpy()
+    assert new.any() and not new.all()  # the world makes items after the FPRs' split
+    for src, m in spr["by_source"].items():
+        mine = (held["source"] == src).to_numpy()
+        for flag in (False, True):
+            rows = held[mine & (new == flag)]
+            cell = slices.get((src, flag, True))
+            assert (cell["rows"] if cell else 0) == len(rows)
+            if cell:
+                assert cell["observed"] == rows["label"].sum()
+                assert cell["o_over_e_true_p"] * cell["expected"] == pytest.approx(rows["true_p"].sum())
+        cells = [slices[(src, flag, True)] for flag in (False, True) if (src, flag, True) in slices]
+        assert sum(c["observed"] for c in cells) / sum(c["expected"] for c in cells) == pytest.approx(m["o_over_e"])
+    # every training row once as well
+    assert sum(s["rows"] for s in spr["by_source_new"]) == spr["rows_train"] + spr["rows_test"]
