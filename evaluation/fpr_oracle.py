@@ -9,13 +9,15 @@ inventory is replayed up to each request, so both see exactly what the service w
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from feedrank.contracts import EventType, MemberEvent
 from rankers.fpr import FirstPassRanker, Scorer
 from rankers.inventory import Inventory
 from rankers.training import LoggedTraffic, NoProgress, Progress, Trainer, replay
@@ -40,6 +42,22 @@ class SimulatedWorld:
         idx = np.array([self.index[i] for i in item_ids], dtype=np.int64)
         member = np.full(len(idx), self.index[member_id] - int(self.world.item_offsets[MEMBER]))
         return self.truth.relevance(member, idx, np.full(len(idx), float(now)), prior_impressions)
+
+
+@dataclass
+class ImpressionCountingInventory(Inventory):
+    """The inventory plus how often each member was shown each item: the truth's fatigue, which the
+    oracle must value the candidates with, as the clicks were drawn with it."""
+
+    impressions: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def apply(self, e: MemberEvent) -> None:
+        super().apply(e)
+        if e.event_type == EventType.IMPRESSION and e.item_id is not None:
+            self.impressions[(e.member_id, e.item_id)] += 1
+
+    def prior_impressions(self, member_id: str, item_ids: Sequence[str]) -> np.ndarray:
+        return np.array([self.impressions[(member_id, i)] for i in item_ids], dtype=np.float64)
 
 
 def simulate(
@@ -94,6 +112,9 @@ def oracle_eval(
     """NDCG@k against the oracle, for the trained FPR and for ``baseline``, on held-out requests.
 
     ``build(model)`` returns the FPR around a trained scorer (its factory with the configured params).
+    The oracle values each candidate with the member's fatigue from earlier impressions of it, as the
+    truth does (before, it left fatigue out, and an FPR that learned it scored lower: the jobs FPR
+    with features for earlier impressions had a higher AUC on the clicks and 0.722 against 0.773).
     """
     progress = progress or NoProgress()
     traffic = sw.traffic
@@ -105,6 +126,8 @@ def oracle_eval(
     sizes: list[int] = []
     unknown = 0
 
+    counted = ImpressionCountingInventory()
+
     def on_chunk(inv: Inventory, chunk: pd.DataFrame) -> None:
         nonlocal unknown
         for member_id, t in zip(chunk["member_id"], chunk["timestamp"], strict=True):
@@ -113,7 +136,7 @@ def oracle_eval(
             unknown += len(ids) - len(known)
             if len(known) < 2:
                 continue
-            rel = sw.relevance(member_id, known, float(t))
+            rel = sw.relevance(member_id, known, float(t), counted.prior_impressions(member_id, known))
             for name, scorer in (("model", ranker.scorer), ("baseline", baseline)):
                 s, _ = scorer.score(inv, member_id, known, float(t))
                 order = np.lexsort((np.arange(len(s)), -np.asarray(s, dtype=np.float64)))
@@ -126,6 +149,7 @@ def oracle_eval(
         on_chunk,
         progress=progress,
         until=float(requests["timestamp"].max()) if len(requests) else None,
+        inventory=counted,
     )
     out: dict[str, Any] = {name: {f"ndcg@{k}": float(np.mean(v)) if v else float("nan")} for name, v in scores.items()}
     out["baseline"]["name"] = baseline.version

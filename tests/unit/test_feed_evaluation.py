@@ -25,7 +25,7 @@ from evaluation.feed_oracle import (
     stored_for,
     train_system,
 )
-from evaluation.fpr_oracle import SimulatedWorld, simulate
+from evaluation.fpr_oracle import ImpressionCountingInventory, SimulatedWorld, simulate
 from evaluation.served_log import served_log
 from features.families import derive
 from feedrank.contracts import EventType, ItemType, MemberEvent
@@ -367,3 +367,18 @@ def test_spr_holdout_reports_calibration_of_the_items_new_to_each_fpr(evaluated,
         assert sum(c["observed"] for c in cells) / sum(c["expected"] for c in cells) == pytest.approx(m["o_over_e"])
     # every training row once as well
     assert sum(s["rows"] for s in spr["by_source_new"]) == spr["rows_train"] + spr["rows_test"]
+
+
+def test_the_fpr_oracle_counts_each_members_impressions_of_each_item_for_the_truths_fatigue():
+    inv = ImpressionCountingInventory()
+    for m in ("m1", "m2", "m3"):
+        inv.apply(_event(EventType.MEMBER_JOINED, m, 0.0))
+    inv.apply(_event(EventType.POST_CREATED, "m3", 1.0, item_id="p", item_type=ItemType.POST))
+    seen = dict(item_id="p", item_type=ItemType.POST, item_actor_id="m3")
+    for t, m in ((2.0, "m1"), (3.0, "m1"), (4.0, "m2")):
+        inv.apply(_event(EventType.IMPRESSION, m, t, **seen))
+    inv.apply(_event(EventType.CLICK, "m1", 5.0, **seen))  # a click is not another impression
+    assert inv.prior_impressions("m1", ["p", "q"]).tolist() == [2.0, 0.0]
+    assert inv.prior_impressions("m2", ["p"]).tolist() == [1.0]
+    assert inv.prior_impressions("m3", ["p"]).tolist() == [0.0]
+    assert "p" in inv.seen["m1"]  # still the inventory the FPRs read

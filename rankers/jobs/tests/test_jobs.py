@@ -189,6 +189,21 @@ def test_trained_fpr_scores_are_probabilities_and_unknowns_are_no_history(world:
     assert p.shape == (0,)
 
 
+def test_earlier_impressions_of_the_job_are_features(trained: TrainedFpr):
+    """Fatigue: the truth lowers a job shown to the member before; the model reads once and twice or
+    more from the inventory as it stands."""
+    inv = small_inventory()
+    m = "m3"
+    ids = ["j_fresh", "j_applied", "j_hidden"]
+    _, before = trained.scorer.score(inv, m, ids, NOW)
+    assert before["seen_before"].tolist() == [0, 0, 0] and before["seen_again"].tolist() == [0, 0, 0]
+    for _ in range(2):
+        inv.apply(ev(EventType.IMPRESSION, m, item_id="j_fresh", item_type=ItemType.JOB, item_actor_id="co1"))
+    inv.apply(ev(EventType.IMPRESSION, m, item_id="j_applied", item_type=ItemType.JOB, item_actor_id="co2"))
+    _, after = trained.scorer.score(inv, m, ids, NOW)
+    assert after["seen_before"].tolist() == [1, 1, 0] and after["seen_again"].tolist() == [1, 0, 0]
+
+
 def test_large_inventories_retrieve_text_prod2vec_and_popular_neighbours(world: SimulatedWorld, trained: TrainedFpr):
     from rankers.training import replay
 
