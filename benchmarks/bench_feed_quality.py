@@ -260,14 +260,21 @@ def render_holdout(spr: dict[str, Any], logged_by: str, console: Console) -> Non
         )
 
 
+def _oe_key(slices: list[dict[str, Any]]) -> tuple[str, str]:
+    """Which ratio a slice table shows, and its title's words: against the truth where every slice has it."""
+    if all("o_over_e_true_p" in s for s in slices):
+        return "o_over_e_true_p", "against true_p"
+    return "o_over_e", "against the clicks"
+
+
 def render_by_day(slices: list[dict[str, Any]], console: Console) -> None:
     """O/E per source (rows) and UTC day (columns; held-out days marked), against the truth where the
     rows carry it: drift while the FPRs age reads across a row."""
     if not slices:
         return
-    key = "o_over_e_true_p" if all("o_over_e_true_p" in s for s in slices) else "o_over_e"
+    key, against = _oe_key(slices)
     days = sorted({(day, held) for _, day, held in (s["value"] for s in slices)})
-    table = Table(title=f"O/E by day ({'against true_p' if key == 'o_over_e_true_p' else 'against the clicks'})")
+    table = Table(title=f"O/E by day ({against})")
     table.add_column("source")
     for day, held in days:
         table.add_column(f"{day[5:]}{' held out' if held else ''}", justify="right")
@@ -282,8 +289,7 @@ def render_by_new(slices: list[dict[str, Any]], console: Console) -> None:
     the truth where the rows carry it: a stale FPR's new items are where its scores age."""
     if not slices:
         return
-    key = "o_over_e_true_p" if all("o_over_e_true_p" in s for s in slices) else "o_over_e"
-    against = "against true_p" if key == "o_over_e_true_p" else "against the clicks"
+    key, against = _oe_key(slices)
     table = Table(title=f"O/E of the items new to the FPR ({against}; rows)")
     table.add_column("source")
     parts = [(False, False), (True, False), (False, True), (True, True)]
