@@ -38,6 +38,7 @@ from evaluation.fpr_oracle import simulate
 from feedrank.progress import progress_bar
 from feedrank.settings import REPO_ROOT
 from rankers.registry import load_config
+from simulator.world import DAY
 
 # Requests logged as the deployed system would log them (``evaluation.served_log``), for the SPR's
 # training and a second held-out calibration; about 0.03-0.05 s each at 2,000-4,000 members.
@@ -65,11 +66,13 @@ def run(
     days: float = 7.0,
     rule_variants: dict[str, dict[str, Any]] | None = None,
     served_requests: int = 0,
+    fpr_retrain_days: float | None = None,
 ) -> dict[str, Any]:
     """``rule_variants``: name -> rule overrides (``PipelineConfig.with_rules``), each scored on the same
     requests as the shipped rules."""
     config = load_config(REPO_ROOT / "config/pipeline.toml")
     variants = {name: config.with_rules(over) for name, over in (rule_variants or {}).items()}
+    retrain_s = None if fpr_retrain_days is None else fpr_retrain_days * DAY
     t0 = time.perf_counter()
     with progress_bar() as progress:
         sw = simulate(members=members, requests=requests, days=days, seed=seed, progress=progress)
@@ -83,6 +86,7 @@ def run(
                 fpr_frac=fpr_frac,
                 served_requests=served_requests,
                 seed=seed,
+                fpr_retrain_s=retrain_s,
             )
             report = {
                 "spr_holdout": system.spr_holdout,
@@ -102,6 +106,7 @@ def run(
                 config=config,
                 variants=variants,
                 served_requests=served_requests,
+                fpr_retrain_s=retrain_s,
             )
     report["machine"] = machine()
     report["args"] = {
@@ -113,6 +118,7 @@ def run(
         "train_frac": train_frac,
         "days": days,
         "served_requests": served_requests,
+        "fpr_retrain_days": fpr_retrain_days,
     }
     report["params"] = params or {}
     report["wall_s"] = {"simulate": round(t_sim, 1), "total": round(time.perf_counter() - t0, 1)}
@@ -321,6 +327,11 @@ def main() -> None:
         help="requests from the FPRs' split on logged as the system would serve them (the SPR trains on them "
         "too; 0: the simulator's log only)",
     )
+    p.add_argument(
+        "--fpr-retrain-days",
+        type=float,
+        help="retrain every FPR this often from its split on (a team's scheduled job); default: trained once",
+    )
     p.add_argument("--no-ablation", action="store_true", help="skip the per-rule ablation")
     p.add_argument("--calibration-only", action="store_true", help="train and report the SPR's held-out O/E; no feeds")
     p.add_argument(
@@ -345,6 +356,7 @@ def main() -> None:
             args.days,
             variants,
             min(args.served_requests, 300),
+            args.fpr_retrain_days,
         )
     else:
         report = run(
@@ -359,6 +371,7 @@ def main() -> None:
             days=args.days,
             rule_variants=variants,
             served_requests=args.served_requests,
+            fpr_retrain_days=args.fpr_retrain_days,
         )
     render(report)
     if args.json:

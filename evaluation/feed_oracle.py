@@ -42,7 +42,7 @@ from features.training_set import build_training_set
 from feedrank.contracts import CONNECTIONS, Candidate, ItemType
 from feedrank.settings import REPO_ROOT
 from rankers.calibration import calibration_report
-from rankers.fpr import FirstPassRanker
+from rankers.fpr import FirstPassRanker, RetrainedRanker
 from rankers.inventory import Inventory
 from rankers.mixer.mixer import FeedMixer, MixResult, answer_in_process
 from rankers.mixer.spr import LOGGED_BY, SecondPassRanker, new_to_fpr
@@ -156,6 +156,7 @@ def train_system(
     fpr_frac: float = 0.5,
     served_requests: int = 0,
     seed: int = 0,
+    fpr_retrain_s: float | None = None,
 ) -> TrainedSystem:
     """Stacked in time: every FPR trained (by its own trainer) on the traffic before ``fpr_frac`` of
     the time; the SPR fitted on the point-in-time rows from there to the split (``train_frac``),
@@ -172,6 +173,11 @@ def train_system(
     log (``logged_by``): the serving policy's on the served rows, which the mixer ranks by, the
     simulator's on its rows, which predict its held-out rows.
 
+    With ``fpr_retrain_s``, every FPR is also retrained that often from its split on, each time on all
+    the traffic before, as a team's scheduled job would (``RetrainedScorer``): the SPR then learns from,
+    and is held out on, FPRs of the same ages. Trained once, the FPRs are older on the held-out days
+    than on any day the SPR learned from.
+
     ``params`` overrides each FPR trainer's parameters by FPR name (``{}`` each by default: the team's
     configured settings)."""
     progress = progress or NoProgress()
@@ -181,17 +187,26 @@ def train_system(
         raise ValueError(f"need 0 < fpr_frac < train_frac < 1, got {fpr_frac} and {train_frac}")
     if served_requests < 0:
         raise ValueError(f"served_requests must be 0 or more, got {served_requests}")
+    if fpr_retrain_s is not None and fpr_retrain_s <= 0:
+        raise ValueError(f"fpr_retrain_s must be positive, got {fpr_retrain_s}")
     split = sw.traffic.split_time(train_frac)
     fpr_split = sw.traffic.split_time(fpr_frac)
-    before = sw.traffic.before(fpr_split)
+    end = float(sw.traffic.log["timestamp"].max()) if len(sw.traffic.log) else fpr_split
+    deployed = [fpr_split]
+    while fpr_retrain_s is not None and deployed[-1] + fpr_retrain_s <= end:
+        deployed.append(deployed[-1] + fpr_retrain_s)
     rankers: dict[str, FirstPassRanker] = {}
     metrics: dict[str, dict[str, float]] = {}
     for name, spec in config.fprs.items():
-        task = progress.add_task(f"training FPR {name}", total=None)
-        trained = spec.resolve_trainer()(before, dict(params.get(name, {})), progress).stamp(before)
-        rankers[name] = spec.build(model=trained.scorer)
-        metrics[name] = dict(trained.metrics)
-        progress.update(task, total=1, completed=1)
+        task = progress.add_task(f"training FPR {name}", total=len(deployed))
+        built: list[FirstPassRanker] = []
+        for t in deployed:
+            before = sw.traffic.before(t)
+            trained = spec.resolve_trainer()(before, dict(params.get(name, {})), progress).stamp(before)
+            built.append(spec.build(model=trained.scorer))
+            metrics.setdefault(name, dict(trained.metrics))  # the first model's, on the FPRs' split
+            progress.update(task, advance=1)
+        rankers[name] = built[0] if len(built) == 1 else RetrainedRanker.of(deployed, built)
     task = progress.add_task("point-in-time SPR rows", total=None)
     rows = build_training_set(
         sw.traffic.events,
@@ -277,6 +292,7 @@ def evaluate_feed(
     fpr_frac: float = 0.5,
     variants: Mapping[str, PipelineConfig] | None = None,
     served_requests: int = 0,
+    fpr_retrain_s: float | None = None,
 ) -> dict[str, Any]:
     """Expected engagement and NDCG@k against the oracle of the system's feed and of the simple feeds,
     on ``n_requests`` held-out requests, and the SPR's held-out calibration.
@@ -284,7 +300,8 @@ def evaluate_feed(
     ``config`` is the pipeline (``config/pipeline.toml`` by default): its FPRs and rules. The FPRs and
     the SPR are trained by ``train_system`` (``params``: each FPR trainer's overrides, by FPR name)
     unless ``system`` gives them, trained at ``fpr_frac`` and ``train_frac`` of the same world, the SPR
-    also on a served log of ``served_requests`` requests. ``inspect`` gets every evaluated request
+    also on a served log of ``served_requests`` requests, the FPRs retrained every ``fpr_retrain_s``
+    if given. ``inspect`` gets every evaluated request
     (``FeedSnapshot``).
     With ``rule_ablation``, the feed without exploration is also built once without each other rule in
     turn (``truncate`` stays): what each rule costs or gains in the same two metrics. ``variants``
@@ -295,7 +312,15 @@ def evaluate_feed(
     config = config or load_config(REPO_ROOT / "config/pipeline.toml")
     traffic = sw.traffic
     system = system or train_system(
-        sw, train_frac, config, params, progress=progress, fpr_frac=fpr_frac, served_requests=served_requests, seed=seed
+        sw,
+        train_frac,
+        config,
+        params,
+        progress=progress,
+        fpr_frac=fpr_frac,
+        served_requests=served_requests,
+        seed=seed,
+        fpr_retrain_s=fpr_retrain_s,
     )
     split, rankers, spr = system.split, system.rankers, system.spr
     rules: list[RerankRule] = config.build_rules()

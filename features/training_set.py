@@ -148,7 +148,7 @@ def build_training_set(
                     "position": int(e.attributes.get("position", 0)),  # type: ignore[arg-type]
                     "item_age_s": e.timestamp - item.created_at if item is not None else np.nan,
                     "fpr_score": score,
-                    "fpr_model_age_s": e.timestamp - (new_items_after(scorers[src]) or np.nan),
+                    "fpr_model_age_s": e.timestamp - (new_items_after(scorers[src], e.timestamp) or np.nan),
                     "label": int(label),
                 }
                 if "true_p" in e.attributes:

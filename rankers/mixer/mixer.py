@@ -78,7 +78,7 @@ def answer_in_process(
     """Every FPR's top-k for one request, and the mixer's candidate frame of them: the offline
     evaluations' stand-in for the mixer service's scatter-gather over Kafka."""
     answers = {name: r.top_k(inv, member_id, now) for name, r in rankers.items()}
-    return answers, candidate_frame(answers.items(), now, {name: r.new_items_after for name, r in rankers.items()})
+    return answers, candidate_frame(answers.items(), now, {name: r.new_items_after(now) for name, r in rankers.items()})
 
 
 def spr_inputs(raw: Columns, items: Sequence[Any], now: float) -> dict[str, np.ndarray]:

@@ -30,8 +30,10 @@ from evaluation.served_log import served_log
 from features.families import derive
 from feedrank.contracts import EventType, ItemType, MemberEvent
 from feedrank.settings import REPO_ROOT
+from rankers.fpr import RetrainedRanker, RetrainedScorer, trained_until
 from rankers.inventory import Inventory
 from rankers.registry import load_config
+from simulator.world import DAY
 
 # Small models (as in the FPRs' own tests): the tiny world trains in seconds.
 FAST = {
@@ -295,6 +297,28 @@ def test_each_served_request_draws_its_own_slate_and_clicks(world, system, evalu
     assert set(fewer["request_id"]) == set(kept["request_id"])
     same = log[log["request_id"].isin(kept["request_id"])].reset_index(drop=True)
     pd.testing.assert_frame_equal(fewer, same)
+
+
+def test_fprs_retrained_daily_are_never_older_than_a_day_in_the_sprs_rows(world, system: TrainedSystem):
+    retrained = train_system(world, 0.7, params=FAST, served_requests=40, fpr_retrain_s=DAY)
+    fpr_split = world.traffic.split_time(0.5)
+    end = float(world.traffic.log["timestamp"].max())
+    for name, ranker in retrained.rankers.items():
+        assert isinstance(ranker, RetrainedRanker), name
+        assert isinstance(ranker.scorer, RetrainedScorer)
+        deployed = np.asarray(ranker.scorer.deployed)
+        np.testing.assert_allclose(deployed, fpr_split + DAY * np.arange(len(deployed)))
+        assert deployed[-1] <= end < deployed[-1] + DAY
+        # each model trained on everything before its deployment, nothing after
+        ends = [trained_until(m) for m in ranker.scorer.models]
+        assert all(e is not None and d - DAY < e < d for e, d in zip(ends, deployed, strict=True)), name
+    for rows in (retrained.rows, retrained.served):
+        age = rows["fpr_model_age_s"].dropna()
+        assert len(age) and age.min() > 0 and age.max() < DAY + 3600  # a model is replaced within a day
+    # trained once, the FPRs are days old by the end of the held-out rows
+    assert system.rows["fpr_model_age_s"].max() > 2 * DAY
+    with pytest.raises(ValueError, match="fpr_retrain_s"):
+        train_system(world, 0.7, params=FAST, fpr_retrain_s=0.0)
 
 
 def test_the_served_log_rejects_bad_arguments(world, system):

@@ -64,7 +64,7 @@ def test_no_item_is_new_to_a_model_that_sees_items_only_through_features(tmp_pat
     assert np.isnan(cands["fpr_model_age_s"]).all() and not new_to_fpr(cands).any()
     # the courses model learns items: its candidates carry the age, and a course created since is new
     courses = load_ranker(s, load_config(s.pipeline_config).fprs["courses"])
-    assert courses.new_items_after is None  # untrained: the baseline, which knows no training end
+    assert courses.new_items_after() is None  # untrained: the baseline, which knows no training end
     stamped = candidate_columns([("courses", answer.candidates)], now, {"courses": answer.trained_until})
     np.testing.assert_allclose(stamped["fpr_model_age_s"], 3600.0)
 

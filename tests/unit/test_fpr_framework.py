@@ -10,7 +10,7 @@ from feedrank.contracts import EventType, ItemType, MemberEvent
 from rankers.baselines import CommonNeighboursScorer, PopularityScorer, RecencyScorer
 from rankers.calibration import PlattCalibrator, observed_over_expected
 from rankers.cold_start import PopularItems, PopularMembers
-from rankers.fpr import FirstPassRanker, top_indices
+from rankers.fpr import FirstPassRanker, RetrainedRanker, RetrainedScorer, new_items_after, top_indices
 from rankers.inventory import Inventory
 from rankers.training import replay
 
@@ -54,6 +54,44 @@ def test_ranker_falls_back_to_cold_start_and_clips_scores():
     assert got[0].item_id == "p3"  # the engaged post first
     assert len(got) == 3 and all(0.0 <= c.score <= 1.0 for c in got)
     assert FirstPassRanker("t", _Nothing(), PopularityScorer(), k=3).top_k(inv, "x", T0) == []
+
+
+class _AllPosts:
+    def candidates(self, inv, member_id, now):
+        return [i for i, item in inv.items.items() if item.item_type == ItemType.POST]
+
+
+def test_a_retrained_fpr_answers_with_the_model_deployed_at_each_moment():
+    inv = Inventory()
+    for i in range(4):
+        inv.apply(post(f"p{i}", "m9", T0 + 100 * i))  # p3 newest
+    inv.apply(click("m8", "p0", "m9", T0 + 400))  # p0 most engaged
+    recency, popularity = RecencyScorer(), PopularityScorer()
+    setattr(recency, "trained_until", T0 + 50.0)  # noqa: B010 (what TrainedFpr.stamp sets)
+    setattr(popularity, "trained_until", T0 + 4000.0)  # noqa: B010
+    deployed = [T0 + 1000.0, T0 + 5000.0]
+    ranker = RetrainedRanker.of(
+        deployed, [FirstPassRanker("t", _AllPosts(), s, k=1, serves=ItemType.POST) for s in (recency, popularity)]
+    )
+    # before the second deployment (and before the first: there is no earlier model) the first answers
+    for now in (T0 + 500.0, T0 + 2000.0, T0 + 4999.0):
+        assert [c.item_id for c in ranker.top_k(inv, "m8", now)] == ["p3"]
+        assert ranker.new_items_after(now) == T0 + 50.0
+        p, _ = ranker.scorer.score(inv, "m8", ["p0", "p3"], now)
+        assert p[1] > p[0]  # the recency model's, as the training rows get it
+    for now in (T0 + 5000.0, T0 + 9000.0):
+        assert [c.item_id for c in ranker.top_k(inv, "m8", now)] == ["p0"]
+        assert ranker.new_items_after(now) == T0 + 4000.0
+        p, _ = ranker.scorer.score(inv, "m8", ["p0", "p3"], now)
+        assert p[0] > p[1]
+    assert new_items_after(ranker.scorer) == T0 + 50.0  # no moment given: the first model's
+    assert ranker.candidate_ids(inv, "m8", T0) == ["p0", "p1", "p2", "p3"]
+    with pytest.raises(ValueError, match="one deployment time per model"):
+        RetrainedScorer([T0], [recency, popularity])
+    with pytest.raises(ValueError, match="increase"):
+        RetrainedScorer([T0, T0], [recency, popularity])
+    with pytest.raises(ValueError, match="at least one"):
+        RetrainedRanker.of([], [])
 
 
 def test_popular_items_respect_visibility_blocks_and_what_was_seen():
