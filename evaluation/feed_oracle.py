@@ -176,7 +176,9 @@ def train_system(
     With ``fpr_retrain_s``, every FPR is also retrained that often from its split on, each time on all
     the traffic before, as a team's scheduled job would (``RetrainedScorer``): the SPR then learns from,
     and is held out on, FPRs of the same ages. Trained once, the FPRs are older on the held-out days
-    than on any day the SPR learned from.
+    than on any day the SPR learned from. Each retraining is also another model, though: in the
+    4,000-member 14-day world (seed 12), retrained every 2.09 days, the served log's held-out jobs went
+    from O/E 1.000 to 0.935 against the clicks, the older jobs with them.
 
     ``params`` overrides each FPR trainer's parameters by FPR name (``{}`` each by default: the team's
     configured settings)."""
