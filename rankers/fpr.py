@@ -79,7 +79,8 @@ class RetrainedScorer:
     world (seed 12), with the jobs FPR trained once, the second pass over-predicted the held-out jobs
     new to it (O/E 0.87 against the truth) while it was calibrated on the older ones. Trained once, an
     FPR is older on the held-out days than on any day the second pass learned from; retrained daily,
-    it is as old on every day."""
+    it is as old on every day. That this calibrates the second pass better is not given: each
+    retraining is another model (``evaluation.feed_oracle.train_system`` says what it measured)."""
 
     deployed: Sequence[float]
     models: Sequence[Scorer]
