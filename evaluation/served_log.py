@@ -75,17 +75,19 @@ def served_log(
         if member_id not in sw.index:
             return
         _, cands = answer_in_process(rankers, inv, member_id, now)
-        keep = cands["item_id"].isin(sw.index).to_numpy() & ~cands["item_id"].duplicated().to_numpy()
-        cands = cands[keep].reset_index(drop=True)
-        n = len(cands)
+        ids = cands["item_id"].tolist()
+        # Not Series.isin: given a dict, it copies the keys of the whole catalogue on every call.
+        known = np.fromiter((i in sw.index for i in ids), dtype=bool, count=len(ids))
+        n = int((keep := known & ~cands["item_id"].duplicated().to_numpy()).sum())
         if n == 0:
             return
         rng = request_rng(request_id, seed)
-        stored = stored_for(inv.rows, member_id, cands)
-        items = [inv.items.get(i) for i in cands["item_id"]]
-        shown = rng.permutation(n)[:slate]
-        rows = pd.DataFrame(spr_inputs({**as_columns(stored), **as_columns(cands)}, items, now)).iloc[shown]
-        seen = numeric(stored, "member_item__imp_total")[shown]
+        # Only the shown slots are read and derived: the union is several times the slate.
+        shown = cands[keep].iloc[rng.permutation(n)[:slate]].reset_index(drop=True)
+        stored = stored_for(inv.rows, member_id, shown)
+        items = [inv.items.get(i) for i in shown["item_id"]]
+        rows = pd.DataFrame(spr_inputs({**as_columns(stored), **as_columns(shown)}, items, now))
+        seen = numeric(stored, "member_item__imp_total")
         true_p = examination[: len(shown)] * sw.relevance(member_id, rows["item_id"].tolist(), now, seen)
         rows = rows.assign(
             request_id=request_id,
