@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.families import VIEWS, apply_event, rows_of
+from features.families import VIEWS, Columns, apply_event, height, rows_of
 from features.training_set import stored_columns
 from feedrank.contracts import MemberEvent
 from rankers.inventory import Inventory
@@ -30,15 +30,22 @@ class FeatureInventory(Inventory):
         apply_event(e, self.rows)
 
 
-def stored_for(rows: Mapping[str, dict], member_id: str, candidates: pd.DataFrame) -> pd.DataFrame:
+def stored_for(rows: Mapping[str, dict], member_id: str, candidates: pd.DataFrame | Columns) -> pd.DataFrame:
     """The stored feature columns (``view__column``) of each candidate, row for row, as the online store
     returns them (``FeastRedisLayout.read_columns``): every stored column of every view, NaN where the
     row does not exist. The same columns for every request, so a log of many requests concatenates
     aligned frames."""
-    n = len(candidates)
+    return pd.DataFrame(stored_arrays(rows, member_id, candidates), index=range(height(candidates)))
+
+
+def stored_arrays(
+    rows: Mapping[str, dict], member_id: str, candidates: pd.DataFrame | Columns
+) -> dict[str, np.ndarray]:
+    """:func:`stored_for` as plain columns: building a DataFrame per request costs more than the reads."""
+    n = height(candidates)
     out = {f"{view.name}__{c}": np.full(n, np.nan) for view in VIEWS for c in view.stored}
     keys = zip(candidates["item_id"], candidates["actor_id"], candidates["item_type"], strict=True)
     for j, (i, a, t) in enumerate(keys):
         for name, value in stored_columns(rows, rows_of(member_id, i, a, t)).items():
             out[name][j] = value
-    return pd.DataFrame(out, index=range(n))
+    return out

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from evaluation.feature_replay import FeatureInventory, stored_for
+from evaluation.feature_replay import FeatureInventory, stored_arrays
 from evaluation.fpr_oracle import SimulatedWorld
 from features.families import as_columns, numeric
 from rankers.fpr import FirstPassRanker
@@ -68,7 +68,7 @@ def served_log(
         raise ValueError(f"requests need the columns {sorted(missing)}")
     progress = progress or NoProgress()
     examination = sw.truth.examination(np.arange(slate, dtype=np.float64))
-    frames: list[pd.DataFrame] = []  # the requests since the last chunk
+    frames: list[dict[str, np.ndarray]] = []  # the requests since the last chunk, as columns
     chunks: list[pd.DataFrame] = []
 
     def log_request(inv: FeatureInventory, request_id: str, member_id: str, now: float) -> None:
@@ -78,30 +78,34 @@ def served_log(
         ids = cands["item_id"].tolist()
         # Not Series.isin: given a dict, it copies the keys of the whole catalogue on every call.
         known = np.fromiter((i in sw.index for i in ids), dtype=bool, count=len(ids))
-        n = int((keep := known & ~cands["item_id"].duplicated().to_numpy()).sum())
+        offered = np.flatnonzero(known & ~cands["item_id"].duplicated().to_numpy())
+        n = len(offered)
         if n == 0:
             return
         rng = request_rng(request_id, seed)
-        # Only the shown slots are read and derived: the union is several times the slate.
-        shown = cands[keep].iloc[rng.permutation(n)[:slate]].reset_index(drop=True)
-        stored = stored_for(inv.rows, member_id, shown)
+        # Only the shown slots are read and derived (the union is several times the slate), as plain
+        # columns: a DataFrame per request cost more than the reads.
+        at = offered[rng.permutation(n)[:slate]]
+        shown = {c: v[at] for c, v in as_columns(cands).items()}
+        stored = stored_arrays(inv.rows, member_id, shown)
         items = [inv.items.get(i) for i in shown["item_id"]]
-        rows = pd.DataFrame(spr_inputs({**as_columns(stored), **as_columns(shown)}, items, now))
+        row = spr_inputs({**stored, **shown}, items, now)
         seen = numeric(stored, "member_item__imp_total")
-        true_p = examination[: len(shown)] * sw.relevance(member_id, rows["item_id"].tolist(), now, seen)
-        rows = rows.assign(
-            request_id=request_id,
-            member_id=member_id,
-            timestamp=now,
-            position=np.arange(len(shown)),
-            propensity=1.0 / n,
+        k = len(at)
+        true_p = examination[:k] * sw.relevance(member_id, shown["item_id"].tolist(), now, seen)
+        row.update(
+            request_id=np.full(k, request_id, dtype=object),
+            member_id=np.full(k, member_id, dtype=object),
+            timestamp=np.full(k, now),
+            position=np.arange(k),
+            propensity=np.full(k, 1.0 / n),
             true_p=true_p,
-            label=(rng.random(len(shown)) < true_p).astype(int),
-            **{LOGGED_BY: SERVING_POLICY},
+            label=(rng.random(k) < true_p).astype(int),
+            **{LOGGED_BY: np.full(k, SERVING_POLICY, dtype=object)},
         )
-        frames.append(rows.reset_index(drop=True))
+        frames.append(row)
         if len(frames) == CHUNK_REQUESTS:
-            chunks.append(pd.concat(frames, ignore_index=True))
+            chunks.append(_frame(frames))
             frames.clear()
 
     def on_chunk(inv: Inventory, chunk: pd.DataFrame) -> None:
@@ -121,5 +125,10 @@ def served_log(
             inventory=FeatureInventory(),
         )
     if frames:
-        chunks.append(pd.concat(frames, ignore_index=True))
+        chunks.append(_frame(frames))
     return pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame()
+
+
+def _frame(requests: list[dict[str, np.ndarray]]) -> pd.DataFrame:
+    """Requests' rows (the same columns each) as one frame."""
+    return pd.DataFrame({c: np.concatenate([r[c] for r in requests]) for c in requests[0]})
