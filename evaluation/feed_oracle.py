@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evaluation.feature_replay import FeatureInventory, stored_for
+from evaluation.feature_replay import FeatureInventory, stored_arrays
 from evaluation.fpr_oracle import SimulatedWorld, held_out_requests
 from evaluation.observed_expected import evaluate_oe, ratio_stats, with_time_buckets
 from evaluation.served_log import served_log
@@ -365,7 +365,7 @@ def evaluate_feed(
         if not known or member_id not in sw.index:
             stats["skipped_requests"] += 1
             return
-        stored = stored_for(inv.rows, member_id, cands)
+        stored = stored_arrays(inv.rows, member_id, cands)
         feed = mixer.mix(rid, member_id, slate, t, cands, stored, inv, served={})
         feed_calm = calm.mix(rid, member_id, slate, t, cands, stored, inv, served={})
         by_spr = spr_only.mix(rid, member_id, slate, t, cands, stored, inv, served={})

@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evaluation.feature_replay import FeatureInventory, stored_for
+from evaluation.feature_replay import FeatureInventory, stored_arrays
 from feedrank.contracts import EventType, MemberEvent
 from feedrank.progress import progress_bar
 from feedrank.settings import Settings, get_settings
@@ -276,7 +276,7 @@ def policy_table(
             stats["unknown_members"] += 1
             return
         _, cands = answer_in_process(rankers, inv, member_id, t)
-        stored = stored_for(inv.rows, member_id, cands)
+        stored = stored_arrays(inv.rows, member_id, cands)
         capture.slots = []
         feed = mixer.mix(rid, member_id, size, t, cands, stored, inv, inv.recent(member_id, t, served_ttl_s))
         if not feed.slots:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from evaluation.feature_replay import stored_for
 from evaluation.feed_oracle import (
     CHRONOLOGICAL,
     ORACLE,
@@ -22,7 +23,6 @@ from evaluation.feed_oracle import (
     chronological_order,
     evaluate_feed,
     popularity_order,
-    stored_for,
     train_system,
 )
 from evaluation.fpr_oracle import ImpressionCountingInventory, SimulatedWorld, simulate
