@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.families import VIEWS, Columns, apply_event, height, rows_of
-from features.training_set import stored_columns
+from features.families import STORED_COLUMNS, Columns, apply_event, height, rows_of
+from features.training_set import stored_vector
 from feedrank.contracts import MemberEvent
 from rankers.inventory import Inventory
 
@@ -42,10 +42,7 @@ def stored_arrays(
     rows: Mapping[str, dict], member_id: str, candidates: pd.DataFrame | Columns
 ) -> dict[str, np.ndarray]:
     """:func:`stored_for` as plain columns: building a DataFrame per request costs more than the reads."""
-    n = height(candidates)
-    out = {f"{view.name}__{c}": np.full(n, np.nan) for view in VIEWS for c in view.stored}
     keys = zip(candidates["item_id"], candidates["actor_id"], candidates["item_type"], strict=True)
-    for j, (i, a, t) in enumerate(keys):
-        for name, value in stored_columns(rows, rows_of(member_id, i, a, t)).items():
-            out[name][j] = value
-    return out
+    matrix = np.array([stored_vector(rows, rows_of(member_id, i, a, t)) for i, a, t in keys], dtype=np.float64)
+    matrix = matrix.reshape(height(candidates), len(STORED_COLUMNS))
+    return {c: matrix[:, k] for k, c in enumerate(STORED_COLUMNS)}

@@ -98,6 +98,20 @@ VIEWS: tuple[View, ...] = (
     ),
 )
 VIEW_BY_NAME = {v.name: v for v in VIEWS}
+STORED_COLUMNS: list[str] = [f"{v.name}__{c}" for v in VIEWS for c in v.stored]
+"""Every view's stored columns as one frame names them (``view__column``), in view then ``stored`` order."""
+
+
+def _spans() -> dict[str, slice]:
+    out, start = {}, 0
+    for v in VIEWS:
+        out[v.name] = slice(start, start + len(v.stored))
+        start += len(v.stored)
+    return out
+
+
+STORED_SPAN: dict[str, slice] = _spans()
+"""Where each view's columns lie in ``STORED_COLUMNS``."""
 
 
 @dataclass(frozen=True)
@@ -204,16 +218,17 @@ def recompute(events: Iterable[MemberEvent]) -> dict[str, dict]:
     return table
 
 
+def stored_values(row: Mapping) -> list[float]:
+    """One table row's stored columns, in its view's ``stored`` order."""
+    return [*map(float, row["imp"]), *map(float, row["eng"]), *map(float, row["n"]), float(row["as_of"])]
+
+
 def stored_row(key: str, row: Mapping) -> tuple[str, dict]:
     """(view name, the columns the stores hold) for one table row."""
     rk = RowKey.decode(key)
     view = VIEW_BY_NAME[rk.view]
     out: dict[str, object] = dict(zip(view.join_keys, rk.entities, strict=True))
-    for k, w in enumerate(view.windows):
-        out[f"imp_{w}"] = float(row["imp"][k])
-        out[f"eng_{w}"] = float(row["eng"][k])
-    out["imp_total"], out["eng_total"], out["hide_total"] = (float(x) for x in row["n"])
-    out["as_of"] = float(row["as_of"])
+    out.update(zip(view.stored, stored_values(row), strict=True))
     return view.name, out
 
 

@@ -16,13 +16,22 @@ fall back to an engagement with the item within ``attribution_s`` after the impr
 
 from __future__ import annotations
 
+from array import array
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
-from features.families import VIEW_BY_NAME, RowKey, apply_event, derive, rows_for, stored_row
+from features.families import (
+    STORED_COLUMNS,
+    STORED_SPAN,
+    RowKey,
+    apply_event,
+    derive_columns,
+    rows_for,
+    stored_values,
+)
 from feedrank.contracts import ENGAGEMENT_TYPES, EventType, ItemType, MemberEvent
 from rankers.fpr import Scorer, new_items_after
 from rankers.inventory import Inventory
@@ -30,21 +39,24 @@ from rankers.inventory import Inventory
 ATTRIBUTION_S = 3600.0
 
 
-def stored_features(rows: Mapping[str, dict], e: MemberEvent) -> dict[str, object]:
-    """The stored columns (``view__column``) of every row an impression would read, as they stand."""
-    return stored_columns(rows, rows_for(e))
+_ABSENT = [float("nan")] * len(STORED_COLUMNS)
 
 
-def stored_columns(rows: Mapping[str, dict], keys: Iterable[RowKey]) -> dict[str, object]:
-    """The stored columns (``view__column``) of the rows ``keys``, as they stand (absent rows: none)."""
-    out: dict[str, object] = {}
+def stored_vector(rows: Mapping[str, dict], keys: Iterable[RowKey]) -> list[float]:
+    """The stored columns of the rows ``keys`` as they stand, in ``STORED_COLUMNS`` order (NaN for a
+    row that does not exist, as the online store returns it). A flat list, not a dict per read: a
+    training set holds one per impression, a million in a 4,000-member fortnight."""
+    out = _ABSENT.copy()
     for rk in keys:
-        key = rk.encode()
-        if key in rows:
-            view, cols = stored_row(key, rows[key])
-            keys = VIEW_BY_NAME[view].join_keys
-            out.update({f"{view}__{c}": v for c, v in cols.items() if c not in keys})
+        row = rows.get(rk.encode())
+        if row is not None:
+            out[STORED_SPAN[rk.view]] = stored_values(row)
     return out
+
+
+def stored_features(rows: Mapping[str, dict], e: MemberEvent) -> dict[str, float]:
+    """The stored columns (``view__column``) of every row an impression would read, as they stand."""
+    return dict(zip(STORED_COLUMNS, stored_vector(rows, rows_for(e)), strict=True))
 
 
 def _request(e: MemberEvent) -> str | None:
@@ -94,9 +106,12 @@ def build_training_set(
     inv = Inventory()
     rows: dict[str, dict] = {}
     # per request being replayed: item -> (its FPR's score, the stored columns), as of the request
-    at_request: dict[str, dict[str, tuple[float, dict[str, object]]]] = {}
-    records: list[dict[str, object]] = []
-    stored: list[dict[str, object]] = []
+    at_request: dict[str, dict[str, tuple[float, list[float]]]] = {}
+    # The rows accumulate by column, and the stored columns in one flat buffer of floats: a dict per
+    # row cost about 9 KB (2.5 GB for 270,000 rows) against the returned frame's 0.8 KB.
+    columns: dict[str, list] = defaultdict(list)
+    stored = array("d")
+    has_true_p = False
 
     def source_of(e: MemberEvent) -> str | None:
         src = e.attributes.get("source")
@@ -115,7 +130,9 @@ def build_training_set(
             probs, _ = scorers[src].score(inv, member, ids, t)
             scores.update({i: float(p) for i, p in zip(ids, np.asarray(probs), strict=True)})
         at_request[rid] = {  # only the impressions an FPR scores get a row: read those
-            i: (scores[i], stored_features(rows, imp)) for imp in by_request[rid] if (i := str(imp.item_id)) in scores
+            i: (scores[i], stored_vector(rows, rows_for(imp)))
+            for imp in by_request[rid]
+            if (i := str(imp.item_id)) in scores
         }
 
     for e in ordered:
@@ -132,7 +149,7 @@ def build_training_set(
                     score = float(np.asarray(scorers[src].score(inv, e.member_id, [e.item_id], e.timestamp)[0])[0])
                     times = engaged_at.get((e.member_id, e.item_id), ())
                     label = any(e.timestamp <= t <= e.timestamp + attribution_s for t in times)
-                    features = stored_features(rows, e)
+                    features = stored_vector(rows, rows_for(e))
                 else:
                     score, features = at_request[rid][e.item_id]
                     label = (rid, e.item_id) in engaged_in_request
@@ -150,17 +167,21 @@ def build_training_set(
                     "fpr_score": score,
                     "fpr_model_age_s": e.timestamp - (new_items_after(scorers[src], e.timestamp) or np.nan),
                     "label": int(label),
+                    "true_p": float(e.attributes.get("true_p", np.nan)),  # type: ignore[arg-type]
                 }
-                if "true_p" in e.attributes:
-                    record["true_p"] = float(e.attributes["true_p"])  # type: ignore[arg-type]
-                records.append(record)
-                stored.append(features)
+                has_true_p = has_true_p or "true_p" in e.attributes
+                for name, value in record.items():
+                    columns[name].append(value)
+                stored.extend(features)
             if rid is not None and e is request[-1]:
                 at_request.pop(rid, None)  # the request is done: free its reads
         inv.apply(e)
         apply_event(e, rows)
-    base = pd.DataFrame(records)
+    if not has_true_p:
+        columns.pop("true_p", None)  # a log without the truth gets no column for it
+    base = pd.DataFrame(columns)
     if base.empty:
         return base
-    feats = derive(pd.DataFrame(stored, index=base.index), base["timestamp"].to_numpy())
-    return pd.concat([base, feats], axis=1)
+    matrix = np.frombuffer(stored, dtype=np.float64).reshape(len(base), len(STORED_COLUMNS))
+    feats = derive_columns({c: matrix[:, k] for k, c in enumerate(STORED_COLUMNS)}, base["timestamp"].to_numpy())
+    return pd.concat([base, pd.DataFrame(feats, index=base.index)], axis=1)

@@ -4,8 +4,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.families import VIEWS, RowKey, apply_event, ctr, derive, derive_columns, recompute, stored_rows
-from features.training_set import build_training_set
+from features.families import (
+    STORED_COLUMNS,
+    VIEW_BY_NAME,
+    VIEWS,
+    RowKey,
+    apply_event,
+    ctr,
+    derive,
+    derive_columns,
+    recompute,
+    stored_row,
+    stored_rows,
+)
+from features.training_set import build_training_set, stored_features
 from feedrank.contracts import EventType, ItemType, MemberEvent
 from rankers.baselines import PopularityScorer
 from services.traffic import SimulatedTraffic
@@ -89,6 +101,24 @@ def test_stored_rows_and_derived_features():
     assert day_later["member_actor__ctr_7d"][0] == pytest.approx(ctr(0.5 ** (1 / 7), 0.5 ** (1 / 7)))
     nothing = derive(pd.DataFrame(index=[0]), NOW)  # no history: zero counts, the prior rate
     assert nothing["member_stats__log_imp_1h"][0] == 0 and nothing["member_stats__ctr_1h"][0] == pytest.approx(0.05)
+
+
+def test_a_read_as_one_vector_names_every_column_as_the_stores_do():
+    e = resp(EventType.IMPRESSION, ts=NOW - 60)
+    table = recompute([resp(EventType.IMPRESSION, ts=NOW - 86_400), resp(EventType.CLICK, ts=NOW - 86_400)])
+    del table[RowKey("actor_stats", ("m2",)).encode()]  # a row the store does not hold
+    got = stored_features(table, e)
+    assert list(got) == STORED_COLUMNS
+    want = {
+        f"{view}__{c}": v
+        for key in table
+        for view, cols in [stored_row(key, table[key])]
+        for c, v in cols.items()
+        if c not in VIEW_BY_NAME[view].join_keys
+    }
+    assert want and {c: got[c] for c in want} == want
+    assert all(np.isnan(v) for c, v in got.items() if c.startswith("actor_stats__"))
+    assert {c for c, v in got.items() if not np.isnan(v)} == set(want)
 
 
 def test_derived_features_need_only_the_served_columns():
