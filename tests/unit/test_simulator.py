@@ -198,6 +198,16 @@ def test_events_are_valid_member_events(tmp_path):
     assert {"member_joined", "connection_made", "post_created", "job_posted", "impression", "click"} <= types
     ts = [e.timestamp for e in events if e.event_type.value == "impression"]
     assert ts == sorted(ts)
+    # names that repeat are one string each, across the tables too
+    by_member: dict[str, list[str]] = {}
+    for e in events:
+        by_member.setdefault(e.member_id, []).append(e.member_id)
+    assert max(map(len, by_member.values())) > 1
+    assert all(all(s is names[0] for s in names) for names in by_member.values())
+    requests = {}
+    for e in events:
+        if (rid := e.attributes.get("request_id")) is not None:
+            assert requests.setdefault(rid, rid) is rid
 
 
 def test_log_reads_as_parquet_and_csv(tmp_path, log):
