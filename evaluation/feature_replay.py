@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.families import STORED_COLUMNS, Columns, apply_event, height, rows_of
-from features.training_set import stored_vector
+from features.families import Columns, apply_event, height, rows_of
+from features.training_set import stored_columns, stored_vector
 from feedrank.contracts import MemberEvent
 from rankers.inventory import Inventory
 
@@ -43,6 +43,4 @@ def stored_arrays(
 ) -> dict[str, np.ndarray]:
     """:func:`stored_for` as plain columns: building a DataFrame per request costs more than the reads."""
     keys = zip(candidates["item_id"], candidates["actor_id"], candidates["item_type"], strict=True)
-    matrix = np.array([stored_vector(rows, rows_of(member_id, i, a, t)) for i, a, t in keys], dtype=np.float64)
-    matrix = matrix.reshape(height(candidates), len(STORED_COLUMNS))
-    return {c: matrix[:, k] for k, c in enumerate(STORED_COLUMNS)}
+    return stored_columns([stored_vector(rows, rows_of(member_id, i, a, t)) for i, a, t in keys], height(candidates))

@@ -54,6 +54,12 @@ def stored_vector(rows: Mapping[str, dict], keys: Iterable[RowKey]) -> list[floa
     return out
 
 
+def stored_columns(vectors: object, n: int) -> dict[str, np.ndarray]:
+    """``n`` reads of :func:`stored_vector` (a list of them, or one flat buffer) as named columns."""
+    matrix = np.asarray(vectors, dtype=np.float64).reshape(n, len(STORED_COLUMNS))
+    return {c: matrix[:, k] for k, c in enumerate(STORED_COLUMNS)}
+
+
 def stored_features(rows: Mapping[str, dict], e: MemberEvent) -> dict[str, float]:
     """The stored columns (``view__column``) of every row an impression would read, as they stand."""
     return dict(zip(STORED_COLUMNS, stored_vector(rows, rows_for(e)), strict=True))
@@ -182,6 +188,5 @@ def build_training_set(
     base = pd.DataFrame(columns)
     if base.empty:
         return base
-    matrix = np.frombuffer(stored, dtype=np.float64).reshape(len(base), len(STORED_COLUMNS))
-    feats = derive_columns({c: matrix[:, k] for k, c in enumerate(STORED_COLUMNS)}, base["timestamp"].to_numpy())
+    feats = derive_columns(stored_columns(stored, len(base)), base["timestamp"].to_numpy())
     return pd.concat([base, pd.DataFrame(feats, index=base.index)], axis=1)
