@@ -50,25 +50,11 @@ def _check_timestamp(v: float) -> float:
     return v
 
 
-# One set per combination of fields given (see ``Message._share_fields_set``).
-_FIELDS_SETS: dict[frozenset[str], set[str]] = {}
-
-
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     # The largest wire message accepted: a bound on what one producer can make every consumer parse and
     # hold (a member event with a megabyte of attributes is an attack or a bug, not activity).
     MAX_BYTES: ClassVar[int] = 1_000_000
-
-    @model_validator(mode="after")
-    def _share_fields_set(self) -> Message:
-        """Messages given the same fields share one record of which were given. Pydantic keeps a set per
-        instance, nearly half of a member event's memory (728 of 1,540 bytes), and a trainer or an
-        evaluation holds millions of events. A frozen message never changes its set, and pydantic's
-        copies (``model_copy``) copy it before changing it."""
-        given = self.__pydantic_fields_set__
-        object.__setattr__(self, "__pydantic_fields_set__", _FIELDS_SETS.setdefault(frozenset(given), given))
-        return self
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
@@ -299,6 +285,22 @@ class DeadLetter(Message):
 
 
 M = TypeVar("M", bound=Message)
+
+# One set per combination of fields given (see ``share_fields_set``).
+_FIELDS_SETS: dict[frozenset[str], set[str]] = {}
+
+
+def share_fields_set(message: M) -> M:
+    """``message``, sharing pydantic's record of which fields were given with every message given the
+    same ones. Pydantic keeps a set per instance, nearly half of a member event's memory (728 of 1,540
+    bytes), and a trainer or an evaluation holds millions of events: code that holds messages calls
+    this (``simulator.session.events_to_member_events``). Parsing does not: a consumer that folds each
+    message and drops it would pay about 0.4 us per message, a seventh of a member event's parse, for
+    nothing. Safe, as a message is frozen and pydantic's copies (``model_copy``) copy the set before
+    changing it."""
+    given = message.__pydantic_fields_set__
+    object.__setattr__(message, "__pydantic_fields_set__", _FIELDS_SETS.setdefault(frozenset(given), given))
+    return message
 
 
 def parse_all(model: type[M], raws: Sequence[bytes | str | None]) -> list[M] | None:

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from feedrank.contracts import CONNECTIONS, PUBLIC, MemberEvent
+from feedrank.contracts import CONNECTIONS, PUBLIC, MemberEvent, share_fields_set
 from simulator.config import SessionConfig
 from simulator.logs import LOG_SCHEMA
 from simulator.policies import EpsilonGreedy, UniformRandom
@@ -486,7 +486,8 @@ _BASE_FIELDS = ("event_id", "event_type", "member_id", "timestamp", "item_id", "
 
 # Names that repeat from event to event: one string each, not one per event (``sys.intern``; an interned
 # string is freed with its last event). A trainer or an evaluation holds millions of events, and their
-# names were a sixth of each event's memory.
+# names were a sixth of each event's memory; each event also shares its record of given fields
+# (``share_fields_set``).
 _SHARED_NAMES = ("member_id", "item_id", "item_actor_id", "request_id", "source")
 
 
@@ -498,4 +499,4 @@ def events_to_member_events(table: pa.Table) -> Iterator[MemberEvent]:
                 row[k] = sys.intern(row[k])
         fields = {k: row[k] for k in _BASE_FIELDS if row[k] is not None}
         attributes = {k: row[k] for k in ATTRIBUTE_COLUMNS if row[k] is not None}
-        yield MemberEvent(**fields, attributes=attributes)
+        yield share_fields_set(MemberEvent(**fields, attributes=attributes))

@@ -198,6 +198,8 @@ def test_events_are_valid_member_events(tmp_path):
     assert {"member_joined", "connection_made", "post_created", "job_posted", "impression", "click"} <= types
     ts = [e.timestamp for e in events if e.event_type.value == "impression"]
     assert ts == sorted(ts)
+    # events given the same fields share one record of them (``share_fields_set``)
+    assert len({id(e.model_fields_set) for e in events if e.event_type.value == "impression"}) == 1
     # names that repeat are one string each, across the tables too
     by_member: dict[str, list[str]] = {}
     for e in events:
